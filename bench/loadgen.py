@@ -1,0 +1,323 @@
+"""MQTT load-generator clients as raw asyncio Protocols.
+
+Hot paths avoid per-packet Python where they can: publishers write a whole tick's worth of
+pre-encoded PUBLISHes with one `transport.write`, QoS 1 publishers count PUBACKs with slice
+comparisons, and subscribers decode runs of same-shaped PUBLISHes with `struct.iter_unpack`
+and `collections.Counter` (one Python iteration per distinct send stamp, not per message).
+Anything unexpected falls back to the general decoder in `mqttwire`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from bench import mqttwire
+from bench.mqttwire import STAMP, STAMP_SIZE, Packet, PacketType, PublishLayout
+from bench.stats import Recorder
+
+monotonic_ns = time.monotonic_ns
+
+
+class ClientError(Exception):
+    """The broker refused or dropped a load-generator client."""
+
+
+class MqttClient(asyncio.Protocol):
+    """Sends CONNECT on connect and resolves `connected` on CONNACK; subclasses do the rest."""
+
+    def __init__(self, client_id: str, keepalive: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.client_id = client_id
+        self.connect_packet = mqttwire.connect(client_id, keepalive)
+        self.transport: asyncio.Transport | None = None
+        self.connected: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.connect_packet)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        reason = ClientError(f"{self.client_id}: connection closed by broker ({exc or 'EOF'})")
+        if not self.connected.done():
+            self.connected.set_exception(reason)
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.on_lost(reason)
+
+    def on_lost(self, reason: ClientError) -> None:
+        """Hook for subclasses that have futures of their own to fail."""
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.write(mqttwire.DISCONNECT)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.read_packets(data)
+
+    def read_packets(self, data: bytes) -> None:
+        """The general (slow) path: decode every complete packet and dispatch it."""
+        if self.buf:
+            data = self.buf + data
+        try:
+            packets, used = mqttwire.split_packets(data)
+        except mqttwire.MalformedPacket as exc:
+            self.fail(ClientError(f"{self.client_id}: {exc}"))
+            return
+        self.buf = data[used:]
+        for packet in packets:
+            self.handle(packet)
+
+    def handle(self, packet: Packet) -> None:
+        if packet.type == PacketType.CONNACK and not self.connected.done():
+            code = mqttwire.parse_connack(packet.body)
+            if code:
+                self.fail(ClientError(f"{self.client_id}: CONNACK refused with code {code}"))
+            else:
+                self.connected.set_result(None)
+                self.on_connected()
+
+    def on_connected(self) -> None:
+        """Hook: runs once the broker accepted the connection."""
+
+    def fail(self, exc: ClientError) -> None:
+        if not self.connected.done():
+            self.connected.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Publisher(MqttClient):
+    """Publishes stamped messages on one topic as the owner grants them (`due`)."""
+
+    def __init__(
+        self,
+        client_id: str,
+        topic: str,
+        *,
+        qos: int,
+        payload_size: int,
+        window: int,
+        keepalive: int,
+    ) -> None:
+        super().__init__(client_id, keepalive)
+        self.qos = qos
+        self.window = window
+        self.prefix = mqttwire.publish_prefix(topic, payload_size, qos)
+        self.filler = b"x" * (payload_size - STAMP_SIZE)
+        self.step = 0
+        self.pending = 0  # messages due but not yet written
+        self.inflight = 0  # QoS 1 PUBLISHes not yet acknowledged
+        self.sent = 0
+        self.paused = False
+        self.next_packet_id = 1
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.flush()
+
+    def due(self, n: int, backlog_limit: int) -> int:
+        """Grant `n` more messages; returns how many were dropped over the backlog limit."""
+        self.pending += n
+        self.flush()
+        over = self.pending - backlog_limit
+        if over > 0:
+            self.pending = backlog_limit
+            return over
+        return 0
+
+    def flush(self) -> None:
+        n = self.pending
+        transport = self.transport
+        if not n or self.paused or transport is None:
+            return
+        stamp = STAMP.pack(monotonic_ns(), self.step)
+        if self.qos == 0:
+            transport.write((self.prefix + stamp + self.filler) * n)
+        else:
+            n = min(n, self.window - self.inflight)
+            if n <= 0:
+                return
+            body = stamp + self.filler
+            prefix = self.prefix
+            pid = self.next_packet_id
+            parts = []
+            for _ in range(n):
+                parts.append(prefix + pid.to_bytes(2, "big") + body)
+                pid = pid + 1 if pid < 0xFFFF else 1
+            self.next_packet_id = pid
+            self.inflight += n
+            transport.write(b"".join(parts))
+        self.pending -= n
+        self.sent += n
+
+    def data_received(self, data: bytes) -> None:
+        if self.connected.done():
+            buf = self.buf + data if self.buf else data
+            n = len(buf) >> 2
+            end = n << 2
+            if n and buf[0:end:4] == b"\x40" * n and buf[1:end:4] == b"\x02" * n:
+                self.buf = buf[end:]
+                self.inflight = max(0, self.inflight - n)
+                self.flush()
+                return
+            self.buf = b""
+            data = buf
+        self.read_packets(data)
+        self.flush()
+
+    def handle(self, packet: Packet) -> None:
+        if packet.type == PacketType.PUBACK:
+            self.inflight = max(0, self.inflight - 1)
+        else:
+            super().handle(packet)
+
+
+class Subscriber(MqttClient):
+    """Subscribes to one filter and records every stamped message it receives."""
+
+    def __init__(
+        self,
+        client_id: str,
+        topic_filter: str,
+        *,
+        qos: int,
+        layout: PublishLayout,
+        recorder: Recorder,
+        keepalive: int,
+    ) -> None:
+        super().__init__(client_id, keepalive)
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.recorder = recorder
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.head = layout.head
+        self.size = layout.size
+        self.stamps = layout.stamps()
+        self.packet_ids = layout.packet_ids() if qos else None
+        self.acks: list[bytes] = []
+
+    def on_connected(self) -> None:
+        assert self.transport is not None
+        self.transport.write(mqttwire.subscribe(1, [(self.topic_filter, self.qos)]))
+
+    def on_lost(self, reason: ClientError) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(reason)
+
+    def fail(self, exc: ClientError) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(exc)
+        super().fail(exc)
+
+    def data_received(self, data: bytes) -> None:
+        now = monotonic_ns()
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        n = len(data) // self.size
+        if n and self.subscribed.done() and self.read_publishes(now, data, n * self.size):
+            self.buf = data[n * self.size :]
+        else:
+            self.now = now
+            self.read_packets(data)
+        if self.acks and self.transport is not None:
+            self.transport.write(b"".join(self.acks))
+            self.acks.clear()
+
+    def read_publishes(self, now: int, data: bytes, end: int) -> bool:
+        """The fast path: `data[:end]` holds only PUBLISHes of the expected shape."""
+        view = memoryview(data)[:end]
+        counts = Counter(self.stamps.iter_unpack(view))
+        head = self.head
+        for key in counts:
+            if key[0] != head:
+                return False
+        self.recorder.record(now, {(sent, step): c for (_, sent, step), c in counts.items()})
+        if self.packet_ids is not None:
+            ack = mqttwire.PUBACK_HEADER
+            self.acks.extend([ack + pid for (pid,) in self.packet_ids.iter_unpack(view)])
+        return True
+
+    def handle(self, packet: Packet) -> None:
+        kind = packet.type
+        if kind == PacketType.PUBLISH:
+            _, qos, packet_id, payload = mqttwire.parse_publish(packet.flags, packet.body)
+            if qos:
+                self.acks.append(mqttwire.puback(packet_id))
+            if len(payload) >= STAMP_SIZE:
+                sent, step = STAMP.unpack_from(payload)
+                self.recorder.record_one(self.now, sent, step)
+            else:
+                self.recorder.foreign += 1
+        elif kind == PacketType.SUBACK and not self.subscribed.done():
+            _, granted = mqttwire.parse_suback(packet.body)
+            if not granted or granted[0] == mqttwire.SUBACK_FAILURE:
+                self.fail(ClientError(f"{self.client_id}: SUBSCRIBE refused ({granted!r})"))
+            else:
+                self.subscribed.set_result(None)
+        else:
+            super().handle(packet)
+
+
+class IdleClient(MqttClient):
+    """Holds a connection open; answers the owner's question "did my PINGREQ come back?"."""
+
+    def __init__(self, client_id: str, keepalive: int, tally: PingTally) -> None:
+        super().__init__(client_id, keepalive)
+        self.tally = tally
+        self.ping_sent_ns = 0
+        self.answered = False
+
+    def ping(self) -> bool:
+        if self.transport is None:
+            return False
+        self.answered = False
+        self.ping_sent_ns = monotonic_ns()
+        self.transport.write(mqttwire.PINGREQ)
+        return True
+
+    def handle(self, packet: Packet) -> None:
+        if packet.type == PacketType.PINGRESP and self.ping_sent_ns and not self.answered:
+            self.answered = True
+            self.tally.answered(monotonic_ns() - self.ping_sent_ns)
+        else:
+            super().handle(packet)
+
+    def on_lost(self, reason: ClientError) -> None:
+        if self.connected.done():
+            self.tally.dropped += 1
+
+
+class PingTally:
+    """Counts PINGRESPs across many idle clients; `done` fires when `expected` arrived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.expected = 0
+        self.dropped = 0  # connections the broker closed after CONNACK
+        self.rtts_ns: list[int] = []
+        self.done = asyncio.Event()
+
+    def reset(self, expected: int) -> None:
+        self.count = 0
+        self.expected = expected
+        self.rtts_ns.clear()
+        self.done.clear()
+        if expected == 0:
+            self.done.set()
+
+    def answered(self, rtt_ns: int) -> None:
+        self.count += 1
+        self.rtts_ns.append(rtt_ns)
+        if self.count >= self.expected:
+            self.done.set()

@@ -1,0 +1,65 @@
+"""The broker's settings: one frozen dataclass, built once at the edge and passed down.
+
+``thingcore/config.py`` fills it from ``THINGCORE_BROKER__*`` variables and ``thingcore.toml``;
+nothing in the broker reads the environment. Durations are seconds (floats) so tests can run
+time-based behaviour (keep-alive, snapshots, connect timeouts) in fractions of a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    """Address the plain MQTT listener binds (127.0.0.1: local tools only)."""
+    port: int | None = 1884
+    """Plain MQTT port; 1883 is left to a Mosquitto on the same machine. None disables it."""
+    tls_port: int | None = None
+    """MQTT over TLS port (8883 once identity lands); None disables the TLS listener."""
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_cafile: Path | None = None
+    """CA bundle that client certificates must chain to; set to require client certificates."""
+
+    max_connections: int = 100_000
+    max_packet_size: int = 1_048_576
+    """Largest packet accepted from a client, in bytes; larger ones close the connection."""
+    max_topic_length: int = 65535
+    max_topic_levels: int = 128
+    max_client_id_length: int = 65535
+    max_inflight: int = 20
+    """Outbound QoS 1/2 messages awaiting acknowledgement per session (Mosquitto's default)."""
+    max_inbound_qos2: int = 100
+    """Inbound QoS 2 messages awaiting PUBREL per session; a client exceeding it is dropped."""
+    max_queued_messages: int = 1000
+    """Messages queued per session while offline or while the window is full; then dropped."""
+    queue_qos0_offline: bool = False
+    """Queue QoS 0 messages for offline persistent sessions too (Mosquitto's default: no)."""
+    max_retained_messages: int = 1_000_000
+    max_output_buffer: int = 8 * 1_048_576
+    """Bytes waiting to be sent to one client before it counts as a slow reader and is dropped."""
+    max_subscriptions_per_client: int = 10_000
+    session_expiry: float | None = None
+    """Seconds an offline persistent session is kept; None keeps it until cleaned (MQTT 3.1.1)."""
+
+    connect_timeout: float = 10.0
+    """Seconds a new connection may take to send CONNECT [3.1.4]."""
+    keepalive_grace: float = 1.5
+    """A client is dropped after this many keep-alive periods without a packet [3.1.2.10]."""
+    max_keepalive: int = 65535
+    housekeeping_interval: float = 1.0
+    """How often keep-alive, connect timeouts and session expiry are checked."""
+
+    persistence: bool = True
+    """Snapshot sessions and retained messages to the data directory and restore them."""
+    snapshot_interval: float = 300.0
+    """Seconds between periodic snapshots (one is always written on clean shutdown)."""
+    snapshot_file: str = "broker-snapshot.json"
+
+    shutdown_timeout: float = 5.0
+    log_interval: float = 10.0
+    """Minimum seconds between two log lines about the same kind of bad client behaviour."""
+    use_uvloop: bool = True

@@ -1,0 +1,381 @@
+"""The broker: sessions, routing, retained messages, listeners and their lifecycle.
+
+``Broker`` assembles the parts (router, retained store, sessions, listeners, housekeeping,
+snapshots) and owns the decisions that span connections: client-id takeover, wills, session
+clean-up. Packet handling lives in ``connection``, per-client delivery state in ``session``.
+
+Shutdown order: stop accepting, close every connection (wills are not published for
+connections the server closes at shutdown), write the final snapshot, stop background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+
+from broker import snapshot
+from broker.auth import AllowAll, AuthHooks, Identity
+from broker.bus import InProcessBus
+from broker.config import BrokerSettings
+from broker.connection import Connection
+from broker.listeners import ListenerSpec, server_ssl_context, start_listener
+from broker.message import Message
+from broker.router import RetainedStore, Router
+from broker.session import Inflight, Session
+from broker.stats import BrokerStats, RateLimitedLog
+from broker.topics import TopicLimits, parse_shared
+from thingcore.errors import ConfigError
+
+log = logging.getLogger("broker")
+
+_TOPIC_CACHE_SIZE = 50_000
+
+
+class Broker:
+    """An MQTT broker; use as ``async with Broker(settings) as broker``."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        data_dir: Path | None = None,
+        hooks: AuthHooks | None = None,
+        max_qos: int = 2,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.hooks: AuthHooks = hooks if hooks is not None else AllowAll()
+        self.max_qos = max_qos
+        self.stats = BrokerStats()
+        self.log = RateLimitedLog(settings.log_interval)
+        self.router = Router()
+        self.retained = RetainedStore(settings.max_retained_messages)
+        self.sessions: dict[str, Session] = {}
+        self.connections: set[Connection] = set()
+        self.topic_limits = TopicLimits(settings.max_topic_length, settings.max_topic_levels)
+        self.topic_cache: dict[bytes, str] = {}
+        self.bus = InProcessBus(self)
+        self.ports: dict[str, int] = {}
+        """Bound port per listener name ("mqtt", "mqtts"), known once started."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty: list[Connection] = []
+        self._flush_scheduled = False
+        self._stopping = False
+        self._drained = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the broker has not been started")
+        return self._loop
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.settings.persistence and self.data_dir is not None:
+            self._restore()
+        try:
+            for spec in self._listener_specs():
+                server = await start_listener(self, spec)
+                self._servers.append(server)
+                self.ports[spec.name] = server.sockets[0].getsockname()[1]
+        except BaseException:
+            await self._close_servers()
+            raise
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="broker-housekeeping"))
+        if self._snapshot_path() is not None and self.settings.snapshot_interval > 0:
+            self._tasks.append(asyncio.create_task(self._snapshots(), name="broker-snapshots"))
+
+    def _listener_specs(self) -> list[ListenerSpec]:
+        s = self.settings
+        specs = []
+        if s.port is not None:
+            specs.append(ListenerSpec("mqtt", s.host, s.port))
+        if s.tls_port is not None:
+            if s.tls_certfile is None:
+                raise ConfigError("tls_port is set but tls_certfile is not: give the server cert")
+            context = server_ssl_context(s.tls_certfile, s.tls_keyfile, s.tls_client_cafile)
+            specs.append(ListenerSpec("mqtts", s.host, s.tls_port, context))
+        return specs
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        await self._close_servers()
+        for conn in list(self.connections):
+            conn.will = None  # a server shutting down is not the client's failure
+            conn.close("SERVER_INITIATED_DISCONNECT")
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self.settings.shutdown_timeout)
+        for conn in list(self.connections):
+            conn.abort("SERVER_INITIATED_DISCONNECT")
+        await asyncio.sleep(0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._snapshot_path() is not None:
+            await self.save_snapshot()
+
+    async def _close_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # -- output batching -------------------------------------------------------------------
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """Queue ``conn`` for the once-per-loop-pass flush."""
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    # -- connections and sessions ----------------------------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        if self._stopping or len(self.connections) >= self.settings.max_connections:
+            self.stats.connections_refused += 1
+            self.log.warning(
+                "max_connections",
+                "refusing a connection from %s: %d connections is the limit (max_connections)",
+                conn.describe(),
+                self.settings.max_connections,
+            )
+            conn.abort("SERVER_ERROR")
+            return
+        self.connections.add(conn)
+        self.stats.connections_accepted += 1
+        self.stats.connections_current = len(self.connections)
+
+    def connection_lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.stats.connections_current = len(self.connections)
+        if self._stopping and not self.connections:
+            self._drained.set()
+        self._end_connection(conn)
+
+    def _end_connection(self, conn: Connection) -> None:
+        session = conn.session
+        if session is None:
+            return
+        conn.session = None
+        will = conn.will
+        conn.will = None
+        if session.connection is conn:
+            if session.clean:
+                self._discard_session(session)
+            else:
+                session.detach(self.loop.time())
+        if will is not None and not conn.graceful:
+            # [3.1.2-8] the will is published when the connection ends without DISCONNECT.
+            self.stats.wills_published += 1
+            self.publish(will)
+
+    def attach(
+        self, conn: Connection, client_id: str, clean: bool, identity: Identity
+    ) -> tuple[Session, bool]:
+        """Bind ``conn`` to the session of ``client_id``; returns it and "session present"."""
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.connection is not None:
+            # [3.1.4-2] a second connection with the same client id takes over.
+            old = existing.connection
+            self.stats.takeovers += 1
+            self._end_connection(old)
+            old.abort("DUPLICATE_CLIENTID")
+        if existing is not None and clean:
+            self._discard_session(existing)
+            existing = None
+        if existing is None:
+            session = Session(client_id, clean, self.settings, self.stats, self.hooks)
+            self.sessions[client_id] = session
+            present = False
+        else:
+            session = existing
+            present = True
+        session.identity = identity
+        session.attach(conn)
+        return session, present
+
+    def _discard_session(self, session: Session) -> None:
+        for topic_filter in list(session.subscriptions):
+            self.unsubscribe(session, topic_filter)
+        session.queue.clear()
+        session.inflight.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
+        shared = parse_shared(topic_filter, self.topic_limits)
+        if shared is None:
+            self.router.subscribe(session, topic_filter, qos)
+        else:
+            self.router.subscribe(session, shared.filter, qos, share_group=shared.group)
+        session.subscriptions[topic_filter] = qos
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return False
+        shared = parse_shared(topic_filter, self.topic_limits)
+        if shared is None:
+            return self.router.unsubscribe(session, topic_filter)
+        return self.router.unsubscribe(session, shared.filter, share_group=shared.group)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> None:
+        """Store if retained, then route to every matching subscriber."""
+        if message.retain and not self.retained.store(message):
+            self.stats.retained_dropped_store_full += 1
+            self.log.warning(
+                "retained_full",
+                "retained message on %r not kept: %d retained messages is the limit",
+                message.topic,
+                self.settings.max_retained_messages,
+            )
+        self.router.route(message)
+
+    def wall_clock(self) -> float:
+        return time.time()
+
+    def remember_topic(self, topic_bytes: bytes, topic: str) -> None:
+        """Cache a validated topic so its next PUBLISH skips decoding and validation."""
+        cache = self.topic_cache
+        if len(cache) >= _TOPIC_CACHE_SIZE:
+            cache.clear()
+        cache[topic_bytes] = topic
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        interval = self.settings.housekeeping_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.check_timeouts()
+
+    def check_timeouts(self) -> None:
+        """Drop connections that never sent CONNECT or went silent; expire old sessions."""
+        s = self.settings
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.session is None:
+                if now - conn.connected_at > s.connect_timeout:
+                    self.stats.connect_timeouts += 1
+                    self.log.warning(
+                        "connect_timeout",
+                        "closing %s: no CONNECT within %.1f s",
+                        conn.describe(),
+                        s.connect_timeout,
+                    )
+                    conn.abort("CLIENT_ERROR")
+            elif conn.keep_alive and now - conn.last_activity > conn.keep_alive * s.keepalive_grace:
+                # [3.1.2-24] nothing received for 1.5 keep-alive periods.
+                self.stats.keepalive_timeouts += 1
+                conn.abort("MQTT_KEEP_ALIVE_TIMEOUT")
+        if s.session_expiry is not None:
+            for session in list(self.sessions.values()):
+                gone = session.disconnected_at
+                if (
+                    session.connection is None
+                    and gone is not None
+                    and now - gone > s.session_expiry
+                ):
+                    self.stats.sessions_expired += 1
+                    self._discard_session(session)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def _snapshot_path(self) -> Path | None:
+        if not self.settings.persistence or self.data_dir is None:
+            return None
+        return self.data_dir / self.settings.snapshot_file
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.snapshot_interval)
+            try:
+                await self.save_snapshot()
+            except OSError as exc:
+                log.error("snapshot failed, will retry: %s", exc)
+
+    def take_snapshot(self) -> snapshot.Snapshot:
+        sessions = [
+            snapshot.SessionState(
+                client_id=s.client_id,
+                subscriptions=dict(s.subscriptions),
+                inflight=[
+                    (pid, e.state, e.qos, e.retain, e.message) for pid, e in s.inflight.items()
+                ],
+                queue=list(s.queue),
+                inbound_qos2=sorted(s.inbound_qos2),
+            )
+            for s in self.sessions.values()
+            if not s.clean
+        ]
+        return snapshot.Snapshot(sessions, self.retained.messages())
+
+    async def save_snapshot(self) -> None:
+        path = self._snapshot_path()
+        if path is None:
+            return
+        doc = snapshot.to_json(self.take_snapshot())
+        await asyncio.to_thread(snapshot.write_atomic, path, doc)
+
+    def _restore(self) -> None:
+        path = self._snapshot_path()
+        if path is None:
+            return
+        state = snapshot.read(path)
+        if state is None:
+            return
+        now = self.loop.time()
+        for message in state.retained:
+            self.retained.store(message)
+        for saved in state.sessions:
+            session = Session(saved.client_id, False, self.settings, self.stats, self.hooks)
+            session.disconnected_at = now
+            self.sessions[saved.client_id] = session
+            for topic_filter, qos in saved.subscriptions.items():
+                self.subscribe(session, topic_filter, qos)
+            for pid, st, qos, retain, message in saved.inflight:
+                session.inflight[pid] = Inflight(message, qos, retain, st)
+            session.queue.extend(saved.queue)
+            session.inbound_qos2.update(saved.inbound_qos2)
+        log.info(
+            "restored %d sessions and %d retained messages from %s",
+            len(state.sessions),
+            len(state.retained),
+            path,
+        )

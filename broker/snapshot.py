@@ -1,0 +1,146 @@
+"""Snapshots of persistent sessions and retained messages (DESIGN.md, durability levels).
+
+Pure conversion between broker state and a JSON document, plus an atomic file write. The
+broker takes a snapshot periodically and on clean shutdown and restores it on start; what
+happened after the last snapshot is lost on a crash, as with Mosquitto's autosave.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.message import Message
+from thingcore.errors import ThingcoreError
+
+FORMAT = "thingcore-broker-snapshot"
+VERSION = 1
+
+
+class SnapshotError(ThingcoreError):
+    """A snapshot file that cannot be read; move it aside to start with empty state."""
+
+
+@dataclass(slots=True)
+class SessionState:
+    client_id: str
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    inflight: list[tuple[int, int, int, bool, Message]] = field(default_factory=list)
+    """(packet id, state, qos, retain, message) in send order."""
+    queue: list[tuple[Message, int, bool]] = field(default_factory=list)
+    inbound_qos2: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    sessions: list[SessionState] = field(default_factory=list)
+    retained: list[Message] = field(default_factory=list)
+
+
+def _message_to_json(m: Message) -> dict[str, Any]:
+    return {
+        "topic": m.topic,
+        "payload": base64.b64encode(m.payload).decode("ascii"),
+        "qos": m.qos,
+        "retain": m.retain,
+        "client_id": m.client_id,
+        "received_at": m.received_at,
+    }
+
+
+def _message_from_json(d: dict[str, Any]) -> Message:
+    return Message(
+        d["topic"],
+        base64.b64decode(d["payload"]),
+        int(d["qos"]),
+        bool(d["retain"]),
+        client_id=d.get("client_id"),
+        received_at=float(d["received_at"]),
+    )
+
+
+def to_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "sessions": [
+            {
+                "client_id": s.client_id,
+                "subscriptions": s.subscriptions,
+                "inflight": [
+                    {"pid": pid, "state": st, "qos": q, "retain": r, "message": _message_to_json(m)}
+                    for pid, st, q, r, m in s.inflight
+                ],
+                "queue": [
+                    {"qos": q, "retain": r, "message": _message_to_json(m)} for m, q, r in s.queue
+                ],
+                "inbound_qos2": s.inbound_qos2,
+            }
+            for s in snapshot.sessions
+        ],
+        "retained": [_message_to_json(m) for m in snapshot.retained],
+    }
+
+
+def from_json(doc: Any) -> Snapshot:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SnapshotError("not a thingcore broker snapshot")
+    if doc.get("version") != VERSION:
+        raise SnapshotError(f"snapshot version {doc.get('version')} is not supported")
+    try:
+        sessions = [
+            SessionState(
+                client_id=s["client_id"],
+                subscriptions={str(k): int(v) for k, v in s["subscriptions"].items()},
+                inflight=[
+                    (
+                        int(e["pid"]),
+                        int(e["state"]),
+                        int(e["qos"]),
+                        bool(e["retain"]),
+                        _message_from_json(e["message"]),
+                    )
+                    for e in s["inflight"]
+                ],
+                queue=[
+                    (_message_from_json(e["message"]), int(e["qos"]), bool(e["retain"]))
+                    for e in s["queue"]
+                ],
+                inbound_qos2=[int(p) for p in s["inbound_qos2"]],
+            )
+            for s in doc["sessions"]
+        ]
+        retained = [_message_from_json(m) for m in doc["retained"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"snapshot is damaged: {exc!r}") from exc
+    return Snapshot(sessions, retained)
+
+
+def write_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` so that a crash leaves either the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> Snapshot | None:
+    """The snapshot at ``path``, or None when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(
+            f"{path} is not valid JSON ({exc}); move it aside to start with empty state"
+        ) from exc
+    return from_json(doc)

@@ -1,0 +1,5 @@
+"""``python -m thingcore`` is the ``thingcore`` command."""
+
+from thingcore.cli import main
+
+main()

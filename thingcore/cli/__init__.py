@@ -1,0 +1,33 @@
+"""The ``thingcore`` command: one module per noun, one thin function per command.
+
+A ``ThingcoreError`` is printed as one red line with exit code 1; anything else is a bug and
+gets a full traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from thingcore.cli import serve, version
+from thingcore.errors import ThingcoreError
+
+app = typer.Typer(
+    name="thingcore",
+    help="thingcore: a self-hosted IoT backend that AWS IoT Core devices can use unchanged.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.command("version")(version.version)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=True)
+    except ThingcoreError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
