@@ -30,6 +30,8 @@ class BrokerSettings:
     max_topic_length: int = 65535
     max_topic_levels: int = 128
     max_client_id_length: int = 65535
+    max_qos: int = 2
+    """Highest QoS granted to subscriptions (the AWS profile grants at most 1)."""
     max_inflight: int = 20
     """Outbound QoS 1/2 messages awaiting acknowledgement per session (Mosquitto's default)."""
     max_inbound_qos2: int = 100
@@ -40,7 +42,10 @@ class BrokerSettings:
     """Queue QoS 0 messages for offline persistent sessions too (Mosquitto's default: no)."""
     max_retained_messages: int = 1_000_000
     max_output_buffer: int = 8 * 1_048_576
-    """Bytes waiting to be sent to one client before it counts as a slow reader and is dropped."""
+    """Bytes waiting to be sent to one client before it counts as congested: QoS 0 messages
+    to it are dropped and QoS 1/2 ones wait in its session queue until it drains."""
+    slow_reader_timeout: float = 30.0
+    """Seconds a client may stay congested before it is disconnected as a slow reader."""
     max_subscriptions_per_client: int = 10_000
     session_expiry: float | None = None
     """Seconds an offline persistent session is kept; None keeps it until cleaned (MQTT 3.1.1)."""

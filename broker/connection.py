@@ -43,10 +43,12 @@ class Connection(asyncio.Protocol):
     """The MQTT protocol state machine of one network connection."""
 
     __slots__ = (
-        "_buf",
+        "_pending",
+        "_pending_need",
         "_closing",
         "_out",
         "broker",
+        "congested_since",
         "connected_at",
         "disconnect_reason",
         "graceful",
@@ -75,11 +77,14 @@ class Connection(asyncio.Protocol):
         self.disconnect_reason = "CONNECTION_LOST"
         self.peer: tuple[str, int] | None = None
         self.peer_certificate: bytes | None = None
-        self._buf = bytearray()
+        self._pending = bytearray()
+        self._pending_need = 0
         self._out: list[bytes] = []
         self._closing = False
         self.connected_at = 0.0
         self.last_activity = 0.0
+        self.congested_since: float | None = None
+        """When the transport's buffer went over ``max_output_buffer`` (None: it is not)."""
 
     # -- asyncio callbacks -----------------------------------------------------------------
 
@@ -95,7 +100,19 @@ class Connection(asyncio.Protocol):
             if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
                 self.peer_certificate = ssl_object.getpeercert(binary_form=True)
         self.connected_at = self.last_activity = self.broker.loop.time()
+        limit = self.broker.settings.max_output_buffer
+        transport.set_write_buffer_limits(high=limit, low=limit // 4)
         self.broker.connection_made(self)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than we write: stop adding to its buffer (QoS 0 deliveries
+        # are dropped, QoS 1/2 wait in the session queue) until it drains or times out.
+        self.congested_since = self.broker.loop.time()
+
+    def resume_writing(self) -> None:
+        self.congested_since = None
+        if self.session is not None and self.session.queue:
+            self.session.fill_window()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -110,10 +127,16 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self.last_activity = self.broker.loop.time()
-        buf = self._buf
-        if buf:
-            buf += data
-            view: bytes | bytearray = buf
+        pending = self._pending
+        if pending:
+            # Accumulate until the packet we wait for is complete (appends are amortised, so
+            # a large packet arriving in many reads costs linear time), then convert once so
+            # the parse view is ``bytes`` and every field below is sliced with one copy.
+            pending += data
+            if len(pending) < self._pending_need:
+                return
+            view = bytes(pending)
+            pending.clear()
         else:
             view = data
         pos = 0
@@ -124,10 +147,12 @@ class Connection(asyncio.Protocol):
             while pos < end:
                 found = split(view, pos)
                 if found is None:
-                    pending = codec.peek_remaining_length(view, pos)
-                    if pending is not None and pending > max_size:
-                        self._oversize(pending)
+                    declared = codec.peek_remaining_length(view, pos)
+                    if declared is not None and declared > max_size:
+                        self._oversize(declared)
                         return
+                    # Header incomplete: wait for any more bytes; else for the whole packet.
+                    self._pending_need = 0 if declared is None else declared + 2
                     break
                 first, start, stop = found
                 if stop - start > max_size:
@@ -149,20 +174,18 @@ class Connection(asyncio.Protocol):
             return
         except MalformedPacket as exc:
             self.broker.stats.malformed_packets += 1
-            self._drop("malformed", "malformed packet from %s: %s", exc)
+            self._drop("malformed", f"malformed packet: {exc}")
             return
         except ProtocolViolation as exc:
             self.broker.stats.protocol_violations += 1
-            self._drop("protocol", "protocol violation by %s: %s", exc)
+            self._drop("protocol", f"protocol violation: {exc}")
             return
         except TopicError as exc:
             self.broker.stats.protocol_violations += 1
-            self._drop("topic", "invalid topic from %s: %s", exc)
+            self._drop("topic", f"invalid topic: {exc}")
             return
-        if buf:
-            del buf[:pos]
-        elif pos < end:
-            buf += data[pos:]
+        if pos < end:
+            pending += view[pos:]
 
     # -- output ----------------------------------------------------------------------------
 
@@ -183,9 +206,6 @@ class Connection(asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         transport.write(data)
-        if transport.get_write_buffer_size() > self.broker.settings.max_output_buffer:
-            self.broker.stats.slow_reader_disconnects += 1
-            self._drop("slow", "client %s reads too slowly; output buffer over the limit", None)
 
     def send_publish(self, message: Message, qos: int, pid: int, retain: bool, dup: bool) -> None:
         if self._closing:
@@ -194,6 +214,9 @@ class Connection(asyncio.Protocol):
         if not out:
             self.broker.mark_dirty(self)
         if qos == 0:
+            if self.congested_since is not None:
+                self.broker.stats.messages_dropped_slow_reader += 1
+                return
             raw = message.raw_qos0
             if raw is not None and not retain:
                 out.append(raw)
@@ -226,8 +249,8 @@ class Connection(asyncio.Protocol):
         self._out.clear()
         self.transport.abort()
 
-    def _drop(self, kind: str, message: str, exc: Exception | None) -> None:
-        self.broker.log.warning(kind, message, self.describe(), exc)
+    def _drop(self, kind: str, why: str) -> None:
+        self.broker.log.warning(kind, "closing the connection of %s: %s", self.describe(), why)
         self.abort("CLIENT_ERROR")
 
     def _oversize(self, size: int) -> None:
@@ -248,9 +271,7 @@ class Connection(asyncio.Protocol):
 
     # -- packets ---------------------------------------------------------------------------
 
-    def _on_publish(
-        self, first: int, view: bytes | bytearray, pos: int, start: int, stop: int
-    ) -> None:
+    def _on_publish(self, first: int, view: bytes, pos: int, start: int, stop: int) -> None:
         """Handle a PUBLISH; the hot path, so it decodes in place instead of via the codec."""
         broker = self.broker
         broker.stats.messages_received += 1
@@ -428,7 +449,7 @@ class Connection(asyncio.Protocol):
             ):
                 codes.append(codec.SUBACK_FAILURE)
                 continue
-            qos = min(requested, broker.max_qos)
+            qos = min(requested, broker.settings.max_qos)
             broker.subscribe(session, topic_filter, qos)
             codes.append(qos)
             if shared is None:  # shared subscriptions get no retained messages

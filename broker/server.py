@@ -44,12 +44,10 @@ class Broker:
         *,
         data_dir: Path | None = None,
         hooks: AuthHooks | None = None,
-        max_qos: int = 2,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
         self.hooks: AuthHooks = hooks if hooks is not None else AllowAll()
-        self.max_qos = max_qos
         self.stats = BrokerStats()
         self.log = RateLimitedLog(settings.log_interval)
         self.router = Router()
@@ -161,7 +159,11 @@ class Broker:
         dirty = self._dirty
         self._dirty = []
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # noqa: BLE001 - one connection's failure must not strand others
+                log.exception("flushing output to %s failed; closing it", conn.describe())
+                conn.abort("SERVER_ERROR")
 
     # -- connections and sessions ----------------------------------------------------------
 
@@ -215,6 +217,8 @@ class Broker:
             self.stats.takeovers += 1
             self._end_connection(old)
             old.abort("DUPLICATE_CLIENTID")
+            # Ending the old connection discards its session if that one was clean.
+            existing = self.sessions.get(client_id)
         if existing is not None and clean:
             self._discard_session(existing)
             existing = None
@@ -304,6 +308,19 @@ class Broker:
                 # [3.1.2-24] nothing received for 1.5 keep-alive periods.
                 self.stats.keepalive_timeouts += 1
                 conn.abort("MQTT_KEEP_ALIVE_TIMEOUT")
+            elif (
+                conn.congested_since is not None
+                and now - conn.congested_since > s.slow_reader_timeout
+            ):
+                self.stats.slow_reader_disconnects += 1
+                self.log.warning(
+                    "slow_reader",
+                    "closing %s: its output stayed over %d bytes for %.0f s (slow_reader_timeout)",
+                    conn.describe(),
+                    s.max_output_buffer,
+                    s.slow_reader_timeout,
+                )
+                conn.abort("CLIENT_ERROR")
         if s.session_expiry is not None:
             for session in list(self.sessions.values()):
                 gone = session.disconnected_at

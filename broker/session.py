@@ -101,7 +101,11 @@ class Session:
         if qos == 0:
             conn.send_publish(message, 0, 0, retain, False)
             self._stats.messages_delivered += 1
-        elif not self.queue and len(self.inflight) < self._settings.max_inflight:
+        elif (
+            not self.queue
+            and len(self.inflight) < self._settings.max_inflight
+            and conn.congested_since is None
+        ):
             pid = self._allocate_pid()
             self.inflight[pid] = Inflight(message, qos, retain)
             conn.send_publish(message, qos, pid, retain, False)
@@ -132,7 +136,7 @@ class Session:
             return
         queue = self.queue
         limit = self._settings.max_inflight
-        while queue:
+        while queue and conn.congested_since is None:
             message, qos, retain = queue[0]
             if qos and len(self.inflight) >= limit:
                 return

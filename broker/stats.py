@@ -23,6 +23,7 @@ class BrokerStats:
     messages_dropped_queue_full: int = 0
     messages_dropped_offline_qos0: int = 0
     messages_dropped_not_authorized: int = 0
+    messages_dropped_slow_reader: int = 0
     retained_dropped_store_full: int = 0
     malformed_packets: int = 0
     protocol_violations: int = 0
