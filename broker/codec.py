@@ -204,10 +204,10 @@ Packet = (
 
 def encode_remaining_length(n: int) -> bytes:
     """The variable-length integer of [2.2.3]."""
-    if n < 128:
-        return bytes((n,))
     if not 0 <= n <= MAX_REMAINING_LENGTH:
         raise CodecError(f"remaining length {n} is outside 0..{MAX_REMAINING_LENGTH}")
+    if n < 128:
+        return bytes((n,))
     out = bytearray()
     while True:
         byte = n % 128
@@ -373,6 +373,9 @@ def decode_packet(first_byte: int, body: bytes, version: int = MQTT_311) -> Pack
         codes = list(body[2:])
         if not codes:
             raise MalformedPacket("SUBACK has no return codes")
+        for code in codes:
+            if code not in (0, 1, 2, SUBACK_FAILURE):
+                raise MalformedPacket(f"SUBACK return code {code:#x} is reserved [3.9.3-2]")
         return SubAck(pid, codes)
     # UNSUBACK is the only type left.
     if len(body) != 2:
@@ -551,6 +554,8 @@ def publish_head(
 
 def encode_publish(packet: Publish) -> bytes:
     topic = packet.topic.encode("utf-8")
+    if len(topic) > 65535:
+        raise CodecError("topic longer than 65,535 bytes cannot be encoded")
     head = publish_head(topic, len(packet.payload), packet.qos, packet.retain, packet.dup)
     if packet.qos:
         if not packet.packet_id:

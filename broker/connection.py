@@ -214,9 +214,6 @@ class Connection(asyncio.Protocol):
         if not out:
             self.broker.mark_dirty(self)
         if qos == 0:
-            if self.congested_since is not None:
-                self.broker.stats.messages_dropped_slow_reader += 1
-                return
             raw = message.raw_qos0
             if raw is not None and not retain:
                 out.append(raw)

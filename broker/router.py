@@ -266,7 +266,8 @@ class RetainedStore:
         for level in levels:
             path.append(path[-1][level])
         for depth in range(len(levels), 0, -1):
-            if path[depth]:
+            # Keep a node with children, or whose own topic is still retained ('a' after 'a/b').
+            if path[depth] or "/".join(levels[:depth]) in self._by_topic:
                 break
             del path[depth - 1][levels[depth - 1]]
 

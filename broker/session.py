@@ -99,6 +99,10 @@ class Session:
             self._enqueue(message, qos, retain)
             return
         if qos == 0:
+            if conn.congested_since is not None:
+                # The client is not reading: QoS 0 is "at most once", drop rather than buffer.
+                self._stats.messages_dropped_slow_reader += 1
+                return
             conn.send_publish(message, 0, 0, retain, False)
             self._stats.messages_delivered += 1
         elif (

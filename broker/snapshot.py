@@ -55,7 +55,8 @@ def _message_to_json(m: Message) -> dict[str, Any]:
 def _message_from_json(d: dict[str, Any]) -> Message:
     return Message(
         d["topic"],
-        base64.b64decode(d["payload"]),
+        # validate=True: characters outside the alphabet are damage, not something to skip.
+        base64.b64decode(d["payload"], validate=True),
         int(d["qos"]),
         bool(d["retain"]),
         client_id=d.get("client_id"),
@@ -137,6 +138,10 @@ def read(path: Path) -> Snapshot | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(
+            f"{path} is not UTF-8 text ({exc.reason}); move it aside to start with empty state"
+        ) from exc
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -1,0 +1,169 @@
+"""Bounded fuzzing of the MQTT decoder: whatever bytes arrive, the only exception it may raise
+is ``CodecError`` (``MalformedPacket`` or ``UnsupportedProtocol``), because the connection
+turns exactly those into a clean disconnect [4.8] and anything else would be a crash.
+
+``THINGCORE_FUZZ_EXAMPLES`` sets the examples per test: a few hundred for ``make test``,
+20,000 for ``make fuzz``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker.codec import (
+    CodecError,
+    Packet,
+    decode_packet,
+    decode_stream,
+    encode_packet,
+    frame,
+    peek_remaining_length,
+    split_packet,
+)
+from tests.broker.test_codec import packets
+
+FUZZ_EXAMPLES = int(os.environ.get("THINGCORE_FUZZ_EXAMPLES", "300"))
+
+fuzz = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def decode_stream_or_error(data: bytes) -> tuple[list[Packet], int] | CodecError:
+    """decode_stream's result, or the CodecError it raised; any other exception propagates."""
+    try:
+        return decode_stream(data)
+    except CodecError as exc:
+        return exc
+
+
+def check_stream(data: bytes) -> tuple[list[Packet], int] | CodecError:
+    result = decode_stream_or_error(data)
+    if isinstance(result, CodecError):
+        return result
+    found, used = result
+    assert 0 <= used <= len(data)
+    # What was consumed decodes alone to the same packets; what is left is an incomplete packet.
+    assert decode_stream(data[:used]) == (found, used)
+    assert split_packet(data, used) is None
+    return result
+
+
+def check_packet(first: int, body: bytes) -> None:
+    try:
+        packet = decode_packet(first, body)
+    except CodecError:
+        return
+    # The decoder accepts only canonical forms: re-encoding gives back the very same bytes.
+    assert encode_packet(packet) == frame(first, body)
+
+
+@st.composite
+def mutated_streams(draw: st.DrawFn) -> bytes:
+    """Valid packets, encoded and concatenated, then damaged in one to four places."""
+    batch = draw(st.lists(packets, min_size=1, max_size=3))
+    data = bytearray(b"".join(encode_packet(p) for p in batch))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "splice"]))
+        if not data:
+            data.append(draw(st.integers(0, 255)))
+            continue
+        i = draw(st.integers(0, len(data) - 1))
+        if kind == "flip":
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "set":
+            data[i] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x03, 0x7F, 0x80, 0xC0, 0xFF]))
+        elif kind == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=4))
+        elif kind == "delete":
+            del data[i : i + draw(st.integers(1, 4))]
+        elif kind == "truncate":
+            del data[i:]
+        else:
+            j = draw(st.integers(i, len(data)))
+            data[i:i] = data[i:j]
+    return bytes(data)
+
+
+@fuzz
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_raise_only_codec_errors(data: bytes) -> None:
+    check_stream(data)
+
+
+@fuzz
+@given(st.integers(0, 255), st.binary(max_size=200))
+def test_decode_packet_on_arbitrary_body_raises_only_codec_errors(first: int, body: bytes) -> None:
+    check_packet(first, body)
+
+
+@fuzz
+@given(mutated_streams())
+def test_mutated_packets_raise_only_codec_errors(data: bytes) -> None:
+    check_stream(data)
+    # Also hand each framed body straight to decode_packet, and the bytes after a two-byte
+    # header regardless of the length they declare.
+    if len(data) >= 2:
+        check_packet(data[0], data[2:])
+    pos = 0
+    while True:
+        try:
+            found = split_packet(data, pos)
+        except CodecError:
+            break
+        if found is None:
+            break
+        first, start, end = found
+        check_packet(first, data[start:end])
+        pos = end
+
+
+@fuzz
+@given(mutated_streams())
+def test_mutated_stream_fed_byte_by_byte_agrees_with_whole(data: bytes) -> None:
+    whole = decode_stream_or_error(data)
+    buf = bytearray()
+    out: list[Packet] = []
+    error: CodecError | None = None
+    for byte in data:
+        buf.append(byte)
+        result = decode_stream_or_error(bytes(buf))
+        if isinstance(result, CodecError):
+            error = result
+            break
+        got, used = result
+        out.extend(got)
+        del buf[:used]
+    if isinstance(whole, CodecError):
+        assert error is not None
+        assert type(error) is type(whole)
+    else:
+        assert error is None
+        assert out == whole[0]
+
+
+@fuzz
+@given(st.binary(max_size=12), st.integers(0, 14))
+def test_framing_functions_return_bounds_or_raise_codec_error(data: bytes, pos: int) -> None:
+    try:
+        found = split_packet(data, pos)
+    except CodecError:
+        found = None
+    else:
+        if found is not None:
+            first, start, end = found
+            assert first == data[pos]
+            assert pos + 2 <= start <= end <= len(data)
+    try:
+        length = peek_remaining_length(data, pos)
+    except CodecError:
+        return
+    if found is not None:
+        assert length == found[2] - found[1]
+    if length is not None:
+        assert 0 <= length <= 268_435_455
