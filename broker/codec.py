@@ -219,6 +219,17 @@ def encode_remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+def packet_size(remaining_length: int) -> int:
+    """Bytes of a whole packet (fixed header included) whose body is ``remaining_length``."""
+    if remaining_length < 128:
+        return remaining_length + 2
+    if remaining_length < 16_384:
+        return remaining_length + 3
+    if remaining_length < 2_097_152:
+        return remaining_length + 4
+    return remaining_length + 5
+
+
 def frame(first_byte: int, body: bytes) -> bytes:
     return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
 

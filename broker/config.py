@@ -26,7 +26,8 @@ class BrokerSettings:
 
     max_connections: int = 100_000
     max_packet_size: int = 1_048_576
-    """Largest packet accepted from a client, in bytes; larger ones close the connection."""
+    """Largest whole packet (header included) accepted from a client, in bytes; a larger one
+    closes the connection."""
     max_topic_length: int = 65535
     max_topic_levels: int = 128
     max_client_id_length: int = 65535
@@ -68,3 +69,29 @@ class BrokerSettings:
     log_interval: float = 10.0
     """Minimum seconds between two log lines about the same kind of bad client behaviour."""
     use_uvloop: bool = True
+
+    def __post_init__(self) -> None:
+        # ValueError: pydantic reports it against the field when settings are loaded.
+        for name in ("port", "tls_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535 (0 picks a free port)")
+        for name in (
+            "max_connections",
+            "max_packet_size",
+            "max_topic_length",
+            "max_topic_levels",
+            "max_client_id_length",
+            "max_inflight",
+            "max_inbound_qos2",
+            "max_output_buffer",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_qos not in (0, 1, 2):
+            raise ValueError("max_qos must be 0, 1 or 2")
+        if self.max_packet_size > 268_435_460:
+            raise ValueError("max_packet_size cannot exceed MQTT's 268,435,460 bytes")
+        for name in ("connect_timeout", "keepalive_grace", "housekeeping_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0")

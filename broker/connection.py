@@ -148,15 +148,15 @@ class Connection(asyncio.Protocol):
                 found = split(view, pos)
                 if found is None:
                     declared = codec.peek_remaining_length(view, pos)
-                    if declared is not None and declared > max_size:
-                        self._oversize(declared)
+                    if declared is not None and codec.packet_size(declared) > max_size:
+                        self._oversize(codec.packet_size(declared))
                         return
                     # Header incomplete: wait for any more bytes; else for the whole packet.
                     self._pending_need = 0 if declared is None else declared + 2
                     break
                 first, start, stop = found
-                if stop - start > max_size:
-                    self._oversize(stop - start)
+                if stop - pos > max_size:
+                    self._oversize(stop - pos)
                     return
                 if first >> 4 == _PUBLISH and self.session is not None:
                     self._on_publish(first, view, pos, start, stop)

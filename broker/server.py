@@ -202,9 +202,14 @@ class Broker:
             else:
                 session.detach(self.loop.time())
         if will is not None and not conn.graceful:
-            # [3.1.2-8] the will is published when the connection ends without DISCONNECT.
-            self.stats.wills_published += 1
-            self.publish(will)
+            # [3.1.2-8] the will is published when the connection ends without DISCONNECT,
+            # with the same authority as any publish by that client (checked now, not at
+            # CONNECT, so a permission revoked meanwhile is honoured).
+            if self.hooks.may_publish(session.identity, will.topic, will.retain):
+                self.stats.wills_published += 1
+                self.publish(will)
+            else:
+                self.stats.messages_dropped_not_authorized += 1
 
     def attach(
         self, conn: Connection, client_id: str, clean: bool, identity: Identity
@@ -351,6 +356,8 @@ class Broker:
         sessions = [
             snapshot.SessionState(
                 client_id=s.client_id,
+                principal=s.identity.principal,
+                thing=s.identity.thing,
                 subscriptions=dict(s.subscriptions),
                 inflight=[
                     (pid, e.state, e.qos, e.retain, e.message) for pid, e in s.inflight.items()
@@ -382,6 +389,7 @@ class Broker:
             self.retained.store(message)
         for saved in state.sessions:
             session = Session(saved.client_id, False, self.settings, self.stats, self.hooks)
+            session.identity = Identity(saved.client_id, saved.principal, saved.thing)
             session.disconnected_at = now
             self.sessions[saved.client_id] = session
             for topic_filter, qos in saved.subscriptions.items():

@@ -28,6 +28,8 @@ class SnapshotError(ThingcoreError):
 @dataclass(slots=True)
 class SessionState:
     client_id: str
+    principal: str | None = None
+    thing: str | None = None
     subscriptions: dict[str, int] = field(default_factory=dict)
     inflight: list[tuple[int, int, int, bool, Message]] = field(default_factory=list)
     """(packet id, state, qos, retain, message) in send order."""
@@ -71,6 +73,8 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
         "sessions": [
             {
                 "client_id": s.client_id,
+                "principal": s.principal,
+                "thing": s.thing,
                 "subscriptions": s.subscriptions,
                 "inflight": [
                     {"pid": pid, "state": st, "qos": q, "retain": r, "message": _message_to_json(m)}
@@ -96,6 +100,8 @@ def from_json(doc: Any) -> Snapshot:
         sessions = [
             SessionState(
                 client_id=s["client_id"],
+                principal=s.get("principal"),
+                thing=s.get("thing"),
                 subscriptions={str(k): int(v) for k, v in s["subscriptions"].items()},
                 inflight=[
                     (
@@ -148,4 +154,7 @@ def read(path: Path) -> Snapshot | None:
         raise SnapshotError(
             f"{path} is not valid JSON ({exc}); move it aside to start with empty state"
         ) from exc
-    return from_json(doc)
+    try:
+        return from_json(doc)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{path}: {exc}; move it aside to start with empty state") from exc

@@ -9,6 +9,7 @@ This module is the only place that reads the environment.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"THINGCORE_CONFIG names {config}, which is not a file")
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        where = config or "thingcore.toml"
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

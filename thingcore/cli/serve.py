@@ -17,16 +17,16 @@ from thingcore.config import load_settings
 
 def serve(
     host: str | None = typer.Option(
-        None, help="Address to listen on [default: 127.0.0.1, or THINGCORE_BROKER__HOST]."
+        None, help="Address to listen on (default 127.0.0.1, or THINGCORE_BROKER__HOST)."
     ),
     port: int | None = typer.Option(
-        None, help="Plain MQTT port [default: 1884, or THINGCORE_BROKER__PORT]; 0 picks a free one."
+        None, help="Plain MQTT port (default 1884, or THINGCORE_BROKER__PORT); 0 picks a free one."
     ),
     data_dir: Path | None = typer.Option(
-        None, help="Data directory [default: ./var, or THINGCORE_DATA_DIR]."
+        None, help="Data directory (default ./var, or THINGCORE_DATA_DIR)."
     ),
     log_level: str | None = typer.Option(
-        None, help="DEBUG, INFO, WARNING or ERROR [default: INFO, or THINGCORE_LOG_LEVEL]."
+        None, help="DEBUG, INFO, WARNING or ERROR (default INFO, or THINGCORE_LOG_LEVEL)."
     ),
 ) -> None:
     """Start thingcore in the foreground: the MQTT broker on its listeners.
