@@ -166,6 +166,11 @@ class Connection(asyncio.Protocol):
                 if self._closing:
                     return
         except UnsupportedProtocol as exc:
+            if self.session is not None:
+                # [3.1.0-2] a second CONNECT is a protocol violation, whatever its level.
+                self.broker.stats.protocol_violations += 1
+                self._drop("protocol", f"protocol violation: second CONNECT ({exc})")
+                return
             # [3.1.2-2] answer with return code 1, then close.
             self.broker.stats.connections_refused += 1
             self.broker.log.warning("protocol_level", "client %s: %s", self.describe(), exc)

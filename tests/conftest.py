@@ -20,7 +20,9 @@ def start_broker(tmp_path: Path) -> Iterator[StartBroker]:
     """Start a broker with settings overrides; every broker started is stopped at teardown."""
     running: list[RunningBroker] = []
 
-    def start(*, data_dir: Path | None = None, hooks: Any = None, **overrides: Any) -> RunningBroker:
+    def start(
+        *, data_dir: Path | None = None, hooks: Any = None, **overrides: Any
+    ) -> RunningBroker:
         b = RunningBroker(make_settings(**overrides), data_dir or tmp_path / "var", hooks)
         running.append(b)
         return b

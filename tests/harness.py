@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import queue
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -173,11 +174,11 @@ class PahoClient:
         return self.subacks.get(timeout=timeout)
 
     def unsubscribe(self, topic: str, timeout: float = 5.0) -> None:
-        info = self.client.unsubscribe(topic)
         done = threading.Event()
-        self.client.on_unsubscribe = lambda *a: done.set()
-        if not done.wait(timeout) and info[0] != 0:
-            raise TimeoutError("no UNSUBACK")
+        self.client.on_unsubscribe = lambda *a: done.set()  # set before sending: no race
+        self.client.unsubscribe(topic)
+        if not done.wait(timeout):
+            raise TimeoutError(f"no UNSUBACK for {topic} within {timeout}s")
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, timeout: float = 5.0
@@ -204,6 +205,9 @@ class PahoClient:
     def drop(self) -> None:
         """End the connection without DISCONNECT (as a network failure would)."""
         sock = self.client.socket()
+        if sock is not None:
+            # Shut down first so paho's loop thread wakes at once instead of at its timeout.
+            sock.shutdown(socket.SHUT_RDWR)
         self.client.loop_stop()
         if sock is not None:
             sock.close()
