@@ -48,7 +48,7 @@ def serve(
     if log_level is not None:
         overrides["log_level"] = log_level.upper()
     settings = load_settings(**overrides)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     logging.basicConfig(
         level=settings.log_level,
         format="%(message)s",
