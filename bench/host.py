@@ -11,7 +11,9 @@ import resource
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
@@ -68,7 +70,7 @@ def package_version(name: str) -> str:
 def describe(nofile: int) -> dict[str, Any]:
     """Machine and software facts for the report header."""
     return {
-        "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -79,3 +81,24 @@ def describe(nofile: int) -> dict[str, Any]:
         "uvloop": package_version("uvloop"),
         "nofile_limit": nofile,
     }
+
+
+def busy_cores(interval: float = 1.0) -> float:
+    """CPU used by all processes over `interval` seconds, in cores (2.0 = two busy cores)."""
+    before = psutil.cpu_times()
+    time.sleep(interval)
+    after = psutil.cpu_times()
+    fields = ("user", "nice", "system", "steal")
+    used = sum(getattr(after, f, 0.0) - getattr(before, f, 0.0) for f in fields)
+    return float(used) / interval
+
+
+def wait_until_quiet(max_wait: float, threshold: float, log: Callable[[str], None]) -> float:
+    """Wait (up to `max_wait` s) until other processes use less than `threshold` of a core;
+    returns the last reading. Meant to run while no broker or load generator is running."""
+    deadline = time.monotonic() + max_wait
+    busy = busy_cores()
+    while busy > threshold and time.monotonic() < deadline:
+        log(f"  machine busy ({busy:.0%} of a core used by other processes); waiting")
+        busy = busy_cores(2.0)
+    return busy

@@ -123,11 +123,13 @@ class PublishLayout:
     def size(self) -> int:
         return self.payload_at + self.payload_len
 
-    def stamps(self) -> struct.Struct:
-        """Unpacks (head, sent_ns, step) from a packet of this layout."""
+    def stamps(self, coarse: bool = False) -> struct.Struct:
+        """Unpacks (head, sent_ns, step) from a packet of this layout; if `coarse`,
+        (head, sent_ns >> 32, (sent_ns >> 16) & 0xFFFF, step), dropping the low 16 bits."""
         head = len(self.head)
         tail = self.payload_len - STAMP_SIZE
-        return struct.Struct(f">{head}s{self.payload_at - head}xQB{tail}x")
+        sent = "IH2x" if coarse else "Q"
+        return struct.Struct(f">{head}s{self.payload_at - head}x{sent}B{tail}x")
 
     def packet_ids(self) -> struct.Struct:
         """Unpacks the raw 2-byte packet id from a (QoS 1) packet of this layout."""
