@@ -355,7 +355,7 @@ def decode_packet(first_byte: int, body: bytes, version: int = MQTT_311) -> Pack
         return decode_publish(flags, body, version)
     if ptype < 1 or ptype > 14:
         raise MalformedPacket(f"packet type {ptype} is reserved")
-    kind = PacketType(ptype)
+    kind = _KINDS[ptype]
     if flags != _REQUIRED_FLAGS[kind]:
         raise MalformedPacket(f"{kind.name} has reserved fixed-header flags {flags:#x} [2.2.2]")
     if kind is PacketType.CONNECT:
@@ -394,6 +394,7 @@ def decode_packet(first_byte: int, body: bytes, version: int = MQTT_311) -> Pack
     return UnsubAck(_packet_id(body, 0))
 
 
+_KINDS = {kind.value: kind for kind in PacketType}  # avoids an enum construction per packet
 _ACK_CLASSES: dict[PacketType, type[PubAck] | type[PubRec] | type[PubRel] | type[PubComp]] = {
     PacketType.PUBACK: PubAck,
     PacketType.PUBREC: PubRec,

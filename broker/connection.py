@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 _PUBLISH = PacketType.PUBLISH
 _PINGRESP = codec.PINGRESP
+_ACKS = frozenset((0x40, 0x50, 0x62, 0x70))  # first bytes of well-formed PUBACK..PUBCOMP
 
 
 class ProtocolViolation(Exception):
@@ -158,8 +159,27 @@ class Connection(asyncio.Protocol):
                 if stop - pos > max_size:
                     self._oversize(stop - pos)
                     return
-                if first >> 4 == _PUBLISH and self.session is not None:
+                session = self.session
+                if session is None:
+                    self._on_packet(first, bytes(view[start:stop]))
+                elif first >> 4 == _PUBLISH:
                     self._on_publish(first, view, pos, start, stop)
+                elif stop - start == 2 and first in _ACKS and (view[start] or view[start + 1]):
+                    # PUBACK/PUBREC/PUBREL/PUBCOMP, well formed: handled without building a
+                    # packet object (one per QoS 1/2 message). Anything else takes the codec.
+                    pid = (view[start] << 8) | view[start + 1]
+                    if first == 0x40:
+                        session.on_puback(pid)
+                    elif first == 0x50:
+                        session.on_pubrec(pid)
+                        self.write(codec.encode_pubrel(pid))
+                    elif first == 0x62:
+                        session.inbound_qos2.discard(pid)
+                        self.write(codec.encode_pubcomp(pid))
+                    else:
+                        session.on_pubcomp(pid)
+                elif first == 0xC0 and stop == start:
+                    self.write(_PINGRESP)
                 else:
                     self._on_packet(first, bytes(view[start:stop]))
                 pos = stop
