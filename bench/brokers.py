@@ -64,6 +64,11 @@ def mosquitto(workdir: Path, port: int, limits: Limits, log: Path) -> Launch:
         f"max_inflight_messages {limits.max_inflight}",
         f"max_queued_messages {limits.max_queued_messages}",
         f"log_dest file {log}",
+        # Like for like: thingcore logs no line per connection, so neither does Mosquitto
+        # (its default writes two per connection, which the connection-rate run would time).
+        "log_type error",
+        "log_type warning",
+        "connection_messages false",
         # Without this Mosquitto's small writes wait on Nagle's algorithm and the subscribers'
         # delayed ACKs (up to 40 ms); asyncio servers such as thingcore set TCP_NODELAY.
         "set_tcp_nodelay true",
