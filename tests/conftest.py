@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import RunningBroker, make_settings
+from tests.harness import PahoClient, RunningBroker, make_settings
 
 StartBroker = Callable[..., RunningBroker]
 
@@ -35,6 +35,21 @@ def start_broker(tmp_path: Path) -> Iterator[StartBroker]:
 @pytest.fixture
 def broker(start_broker: StartBroker) -> RunningBroker:
     return start_broker()
+
+
+@pytest.fixture
+def paho() -> Iterator[Callable[..., PahoClient]]:
+    """Make paho clients; each one is disconnected at teardown."""
+    made: list[PahoClient] = []
+
+    def make(*args: Any, **kwargs: Any) -> PahoClient:
+        client = PahoClient(*args, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.disconnect()
 
 
 @pytest.fixture

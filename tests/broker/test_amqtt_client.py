@@ -14,7 +14,7 @@ returning None, and every call here gives it a timeout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -24,21 +24,6 @@ from amqtt.session import ApplicationMessage
 from tests.harness import PahoClient, Received, RunningBroker
 
 WAIT = 5.0
-
-
-@pytest.fixture
-def paho() -> Iterator[Callable[..., PahoClient]]:
-    """Make paho clients; each one is disconnected at teardown."""
-    made: list[PahoClient] = []
-
-    def make(*args: Any, **kwargs: Any) -> PahoClient:
-        client = PahoClient(*args, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.disconnect()
 
 
 @pytest.fixture

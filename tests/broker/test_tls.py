@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +56,6 @@ class RecordingHooks:
 @pytest.fixture
 def tls(tmp_path: Path) -> TlsFiles:
     return write_tls_files(tmp_path / "pki")
-
-
-@pytest.fixture
-def paho() -> Iterator[Callable[..., PahoClient]]:
-    """Make paho clients; each one still connected is disconnected at teardown."""
-    made: list[PahoClient] = []
-
-    def make(*args: Any, **kwargs: Any) -> PahoClient:
-        client = PahoClient(*args, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.disconnect()
 
 
 def start_tls_broker(
