@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from broker.message import Message, Properties
+from broker.router import Options
 from broker.topics import validate_topic_filter, validate_topic_name
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class _HandlerSubscriber:
         self.handler = handler
         self.errors = 0
 
-    def deliver(self, message: Message, qos: int, retain: bool) -> None:
+    def deliver(self, message: Message, options: Options, retain: bool) -> None:
         try:
             self.handler(message)
         except Exception:  # noqa: BLE001 - a service handler is code the router does not control

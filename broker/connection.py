@@ -232,7 +232,15 @@ class Connection(asyncio.Protocol):
         out.clear()
         transport.write(data)
 
-    def send_publish(self, message: Message, qos: int, pid: int, retain: bool, dup: bool) -> None:
+    def send_publish(
+        self,
+        message: Message,
+        qos: int,
+        pid: int,
+        retain: bool,
+        dup: bool,
+        identifiers: tuple[int, ...] = (),
+    ) -> None:
         if self._closing:
             return
         out = self._out

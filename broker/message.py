@@ -23,6 +23,7 @@ class Message:
         "_trace_id",
         "_wire",
         "client_id",
+        "expires_at",
         "payload",
         "principal",
         "properties",
@@ -50,6 +51,7 @@ class Message:
         trace_id: str | None = None,
         topic_bytes: bytes | None = None,
         raw_qos0: bytes | None = None,
+        expires_at: float | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -66,6 +68,8 @@ class Message:
         # they are to QoS 0 subscribers, with no encoding at all.
         self.raw_qos0 = raw_qos0
         self._wire: dict[int, bytes] | None = None
+        self.expires_at = expires_at
+        """Wall-clock time after which the message is not delivered (MQTT 5 message expiry)."""
 
     @property
     def trace_id(self) -> str:

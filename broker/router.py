@@ -2,8 +2,14 @@
 
 Pure data structures, no IO: a subscriber is anything with ``deliver()``. Matching follows
 [4.7]: ``+`` one level, ``#`` the rest including the parent level, and no leading wildcard
-matches a ``$`` topic. Overlapping subscriptions of one subscriber yield one delivery at the
-highest granted QoS [3.3.5]; a shared group (``$share/g/f``) delivers each message to one member.
+matches a ``$`` topic. Overlapping subscriptions of one subscriber yield one delivery [3.3.5];
+a shared group (``$share/g/f``) delivers each message to one member.
+
+A subscription's options are one int: the granted QoS in bits 0-1, MQTT 5's No Local (bit 2)
+and Retain As Published (bit 3), and its subscription identifier from bit 8 up. A plain
+subscription is therefore just its QoS (0-2), and overlapping plain subscriptions merge to the
+highest; when options are involved the subscriber gets every matching subscription's options
+as a tuple, because No Local and the identifiers are per subscription.
 Results are cached per topic and the cache is dropped on any subscription change, so steady
 traffic costs one dict lookup per message.
 """
@@ -14,10 +20,41 @@ from typing import Protocol, TypeAlias
 
 from broker.message import Message
 
+NO_LOCAL = 0x04
+RETAIN_AS_PUBLISHED = 0x08
+_SUBSCRIPTION_ID_SHIFT = 8
+Options = int | tuple[int, ...]
+"""One subscription's packed options, or those of several overlapping subscriptions."""
+
+
+def pack_options(
+    qos: int, *, no_local: bool = False, retain_as_published: bool = False, identifier: int = 0
+) -> int:
+    return (
+        qos
+        | (NO_LOCAL if no_local else 0)
+        | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
+        | (identifier << _SUBSCRIPTION_ID_SHIFT)
+    )
+
+
+def option_identifier(options: int) -> int:
+    return options >> _SUBSCRIPTION_ID_SHIFT
+
+
+def _merge(previous: Options | None, options: int) -> Options:
+    if previous is None:
+        return options
+    if isinstance(previous, int):
+        if previous < 4 and options < 4:
+            return previous if previous > options else options
+        return (previous, options)
+    return (*previous, options)
+
 
 class Subscriber(Protocol):
-    def deliver(self, message: Message, qos: int, retain: bool) -> None:
-        """Take one message granted at ``qos``; must not block."""
+    def deliver(self, message: Message, options: Options, retain: bool) -> None:
+        """Take one message under subscription ``options``; must not block."""
 
     @property
     def online(self) -> bool:
@@ -33,6 +70,7 @@ class SharedGroup:
         self.name = name
         self.filter = topic_filter
         self.members: dict[Subscriber, int] = {}
+        """Member -> packed subscription options."""
         self._next = 0
 
     def pick(self) -> tuple[Subscriber, int]:
@@ -62,7 +100,7 @@ class _Node:
         return not (self.children or self.subs or self.shared or self.exclusive)
 
 
-Match = tuple[list[tuple[Subscriber, int]], list[SharedGroup]]
+Match = tuple[list[tuple[Subscriber, Options]], list[SharedGroup]]
 _NO_MATCH: Match = ([], [])
 
 
@@ -81,7 +119,7 @@ class Router:
         self,
         subscriber: Subscriber,
         topic_filter: str,
-        qos: int,
+        options: int,
         *,
         share_group: str | None = None,
         exclusive: bool = False,
@@ -101,7 +139,7 @@ class Router:
         else:
             table = node.exclusive if exclusive else node.subs
         existed = subscriber in table
-        table[subscriber] = qos
+        table[subscriber] = options
         if not existed:
             self.subscription_count += 1
         self._cache.clear()
@@ -157,17 +195,15 @@ class Router:
         return found
 
     def _match(self, topic: str) -> Match:
-        best: dict[Subscriber, int] = {}
-        exclusive: dict[Subscriber, int] = {}
+        best: dict[Subscriber, Options] = {}
+        exclusive: dict[Subscriber, Options] = {}
         groups: list[SharedGroup] = []
 
         def take(node: _Node) -> None:
-            for sub, qos in node.subs.items():
-                if best.get(sub, -1) < qos:
-                    best[sub] = qos
-            for sub, qos in node.exclusive.items():
-                if exclusive.get(sub, -1) < qos:
-                    exclusive[sub] = qos
+            for sub, options in node.subs.items():
+                best[sub] = _merge(best.get(sub), options)
+            for sub, options in node.exclusive.items():
+                exclusive[sub] = _merge(exclusive.get(sub), options)
             if node.shared:
                 groups.extend(node.shared.values())
 
@@ -209,11 +245,11 @@ class Router:
     def route(self, message: Message) -> int:
         """Deliver ``message`` to every matching subscriber; returns the number of deliveries."""
         subscribers, groups = self.match(message.topic)
-        for subscriber, qos in subscribers:
-            subscriber.deliver(message, qos, False)
+        for subscriber, options in subscribers:
+            subscriber.deliver(message, options, False)
         for group in groups:
-            member, qos = group.pick()
-            member.deliver(message, qos, False)
+            member, member_options = group.pick()
+            member.deliver(message, member_options, False)
         return len(subscribers) + len(groups)
 
 

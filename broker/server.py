@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from broker import snapshot
 from broker.auth import AllowAll, AuthHooks, Identity
@@ -63,6 +64,8 @@ class Broker:
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty: list[Connection] = []
+        self._expiring: set[Session] = set()
+        """Offline sessions with a finite expiry interval, checked by housekeeping."""
         self._flush_scheduled = False
         self._stopping = False
         self._drained = asyncio.Event()
@@ -197,10 +200,12 @@ class Broker:
         will = conn.will
         conn.will = None
         if session.connection is conn:
-            if session.clean:
+            if session.expiry_interval == 0:
                 self._discard_session(session)
             else:
                 session.detach(self.loop.time())
+                if session.expiry_interval is not None:
+                    self._expiring.add(session)
         if will is not None and not conn.graceful:
             # [3.1.2-8] the will is published when the connection ends without DISCONNECT,
             # with the same authority as any publish by that client (checked now, not at
@@ -212,9 +217,19 @@ class Broker:
                 self.stats.messages_dropped_not_authorized += 1
 
     def attach(
-        self, conn: Connection, client_id: str, clean: bool, identity: Identity
+        self,
+        conn: Connection,
+        client_id: str,
+        clean: bool,
+        identity: Identity,
+        expiry_interval: float | None | Literal["default"] = "default",
     ) -> tuple[Session, bool]:
-        """Bind ``conn`` to the session of ``client_id``; returns it and "session present"."""
+        """Bind ``conn`` to the session of ``client_id``; returns it and "session present".
+
+        ``clean`` discards an existing session (3.1.1 Clean Session, 5.0 Clean Start);
+        ``expiry_interval`` is how long the session outlives this connection ("default": 0
+        for a clean 3.1.1 session, ``session_expiry`` for a persistent one).
+        """
         existing = self.sessions.get(client_id)
         if existing is not None and existing.connection is not None:
             # [3.1.4-2] a second connection with the same client id takes over.
@@ -235,10 +250,15 @@ class Broker:
             session = existing
             present = True
         session.identity = identity
+        if expiry_interval == "default":
+            expiry_interval = 0.0 if clean else self.settings.session_expiry
+        session.expiry_interval = expiry_interval
+        self._expiring.discard(session)
         session.attach(conn)
         return session, present
 
     def _discard_session(self, session: Session) -> None:
+        self._expiring.discard(session)
         for topic_filter in list(session.subscriptions):
             self.unsubscribe(session, topic_filter)
         session.queue.clear()
@@ -326,16 +346,17 @@ class Broker:
                     s.slow_reader_timeout,
                 )
                 conn.abort("CLIENT_ERROR")
-        if s.session_expiry is not None:
-            for session in list(self.sessions.values()):
-                gone = session.disconnected_at
-                if (
-                    session.connection is None
-                    and gone is not None
-                    and now - gone > s.session_expiry
-                ):
-                    self.stats.sessions_expired += 1
-                    self._discard_session(session)
+        for session in list(self._expiring):
+            gone = session.disconnected_at
+            expiry = session.expiry_interval
+            if (
+                session.connection is None
+                and gone is not None
+                and expiry is not None
+                and now - gone > expiry
+            ):
+                self.stats.sessions_expired += 1
+                self._discard_session(session)
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -360,13 +381,15 @@ class Broker:
                 thing=s.identity.thing,
                 subscriptions=dict(s.subscriptions),
                 inflight=[
-                    (pid, e.state, e.qos, e.retain, e.message) for pid, e in s.inflight.items()
+                    (pid, e.state, e.qos, e.retain, e.message, e.identifiers)
+                    for pid, e in s.inflight.items()
                 ],
+                expiry_interval=s.expiry_interval,
                 queue=list(s.queue),
                 inbound_qos2=sorted(s.inbound_qos2),
             )
             for s in self.sessions.values()
-            if not s.clean
+            if s.expiry_interval != 0
         ]
         return snapshot.Snapshot(sessions, self.retained.messages())
 
@@ -394,8 +417,11 @@ class Broker:
             self.sessions[saved.client_id] = session
             for topic_filter, qos in saved.subscriptions.items():
                 self.subscribe(session, topic_filter, qos)
-            for pid, st, qos, retain, message in saved.inflight:
-                session.inflight[pid] = Inflight(message, qos, retain, st)
+            session.expiry_interval = saved.expiry_interval
+            if saved.expiry_interval is not None:
+                self._expiring.add(session)
+            for pid, st, qos, retain, message, identifiers in saved.inflight:
+                session.inflight[pid] = Inflight(message, qos, retain, st, identifiers)
             session.queue.extend(saved.queue)
             session.inbound_qos2.update(saved.inbound_qos2)
         log.info(

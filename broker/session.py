@@ -7,12 +7,14 @@ the window is full or the client is away. All state changes are synchronous and 
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from broker.auth import AuthHooks, Identity
 from broker.config import BrokerSettings
 from broker.message import Message
+from broker.router import NO_LOCAL, RETAIN_AS_PUBLISHED, Options, option_identifier
 from broker.stats import BrokerStats
 
 if TYPE_CHECKING:
@@ -23,14 +25,30 @@ AWAIT_ACK = 0  # QoS 1 PUBLISH sent, waiting for PUBACK; or QoS 2 PUBLISH sent, 
 AWAIT_COMP = 1  # QoS 2 PUBREL sent, waiting for PUBCOMP
 
 
-class Inflight:
-    __slots__ = ("message", "qos", "retain", "state")
+Identifiers = tuple[int, ...]
+"""MQTT 5 subscription identifiers a delivery carries (empty for most)."""
+_NONE: Identifiers = ()
 
-    def __init__(self, message: Message, qos: int, retain: bool, state: int = AWAIT_ACK) -> None:
+
+class Inflight:
+    __slots__ = ("identifiers", "message", "qos", "retain", "state")
+
+    def __init__(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        state: int = AWAIT_ACK,
+        identifiers: Identifiers = _NONE,
+    ) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
         self.state = state
+        self.identifiers = identifiers
+
+
+Queued = tuple[Message, int, bool, Identifiers]
 
 
 class Session:
@@ -45,10 +63,12 @@ class Session:
         "client_id",
         "connection",
         "disconnected_at",
+        "expiry_interval",
         "identity",
         "inbound_qos2",
         "inflight",
         "queue",
+        "receive_maximum",
         "subscriptions",
     )
 
@@ -68,7 +88,11 @@ class Session:
         self.subscriptions: dict[str, int] = {}
         """Topic filters as the client wrote them (``$share/...`` included) -> granted QoS."""
         self.inflight: dict[int, Inflight] = {}
-        self.queue: deque[tuple[Message, int, bool]] = deque()
+        self.queue: deque[Queued] = deque()
+        self.receive_maximum = settings.max_inflight
+        """Outbound QoS 1/2 window: ours, or less when an MQTT 5 client asks [3.3.4]."""
+        self.expiry_interval: float | None = 0.0 if clean else settings.session_expiry
+        """Seconds the session outlives its connection; None: until cleaned (MQTT 3.1.1)."""
         self.inbound_qos2: set[int] = set()
         self._next_pid = 0
         self._settings = settings
@@ -84,7 +108,16 @@ class Session:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def deliver(self, message: Message, qos: int, retain: bool) -> None:
+    def deliver(self, message: Message, options: Options, retain: bool) -> None:
+        if type(options) is int and options < 4:
+            # A plain subscription (every MQTT 3.1.1 one): the options are the granted QoS.
+            qos = options
+            identifiers = _NONE
+        else:
+            resolved = self._resolve(message, options, retain)
+            if resolved is None:
+                return
+            qos, retain, identifiers = resolved
         if message.qos < qos:
             qos = message.qos
         hooks = self._hooks
@@ -96,33 +129,61 @@ class Session:
             if qos == 0 and not self._settings.queue_qos0_offline:
                 self._stats.messages_dropped_offline_qos0 += 1
                 return
-            self._enqueue(message, qos, retain)
+            self._enqueue(message, qos, retain, identifiers)
             return
         if qos == 0:
             if conn.congested_since is not None:
                 # The client is not reading: QoS 0 is "at most once", drop rather than buffer.
                 self._stats.messages_dropped_slow_reader += 1
                 return
-            conn.send_publish(message, 0, 0, retain, False)
+            conn.send_publish(message, 0, 0, retain, False, identifiers)
             self._stats.messages_delivered += 1
         elif (
             not self.queue
-            and len(self.inflight) < self._settings.max_inflight
+            and len(self.inflight) < self.receive_maximum
             and conn.congested_since is None
         ):
             pid = self._allocate_pid()
-            self.inflight[pid] = Inflight(message, qos, retain)
-            conn.send_publish(message, qos, pid, retain, False)
+            self.inflight[pid] = Inflight(message, qos, retain, AWAIT_ACK, identifiers)
+            conn.send_publish(message, qos, pid, retain, False, identifiers)
             self._stats.messages_delivered += 1
         else:
-            self._enqueue(message, qos, retain)
+            self._enqueue(message, qos, retain, identifiers)
 
-    def _enqueue(self, message: Message, qos: int, retain: bool) -> None:
+    def _resolve(
+        self, message: Message, options: Options, retain: bool
+    ) -> tuple[int, bool, Identifiers] | None:
+        """QoS, RETAIN flag and identifiers for a delivery under MQTT 5 subscription options.
+
+        None when every matching subscription has No Local and the message is our own [3.8.3.1].
+        """
+        entries = (options,) if isinstance(options, int) else options
+        qos = -1
+        as_published = False
+        identifiers: list[int] = []
+        own = message.client_id is not None and message.client_id == self.client_id
+        for entry in entries:
+            if entry & NO_LOCAL and own:
+                continue
+            if (entry & 3) > qos:
+                qos = entry & 3
+            if entry & RETAIN_AS_PUBLISHED:
+                as_published = True
+            identifier = option_identifier(entry)
+            if identifier:
+                identifiers.append(identifier)
+        if qos < 0:
+            return None
+        # [3.3.1.3] a forwarded message has RETAIN 0 unless Retain As Published is set.
+        flag = retain or (as_published and message.retain)
+        return qos, flag, tuple(identifiers)
+
+    def _enqueue(self, message: Message, qos: int, retain: bool, identifiers: Identifiers) -> None:
         if len(self.queue) >= self._settings.max_queued_messages:
             # Drop the newest, as Mosquitto does: what is queued keeps its order.
             self._stats.messages_dropped_queue_full += 1
             return
-        self.queue.append((message, qos, retain))
+        self.queue.append((message, qos, retain, identifiers))
 
     def _allocate_pid(self) -> int:
         pid = self._next_pid
@@ -139,18 +200,22 @@ class Session:
         if conn is None:
             return
         queue = self.queue
-        limit = self._settings.max_inflight
+        limit = self.receive_maximum
         while queue and conn.congested_since is None:
-            message, qos, retain = queue[0]
+            message, qos, retain, identifiers = queue[0]
             if qos and len(self.inflight) >= limit:
                 return
             queue.popleft()
+            if message.expires_at is not None and message.expires_at <= time.time():
+                # [3.3.2.3.3] an expired message is not delivered.
+                self._stats.messages_expired += 1
+                continue
             if qos == 0:
-                conn.send_publish(message, 0, 0, retain, False)
+                conn.send_publish(message, 0, 0, retain, False, identifiers)
             else:
                 pid = self._allocate_pid()
-                self.inflight[pid] = Inflight(message, qos, retain)
-                conn.send_publish(message, qos, pid, retain, False)
+                self.inflight[pid] = Inflight(message, qos, retain, AWAIT_ACK, identifiers)
+                conn.send_publish(message, qos, pid, retain, False, identifiers)
             self._stats.messages_delivered += 1
 
     # -- acknowledgements from the client ----------------------------------------------------
@@ -187,7 +252,9 @@ class Session:
             return
         for pid, entry in self.inflight.items():
             if entry.state == AWAIT_ACK:
-                conn.send_publish(entry.message, entry.qos, pid, entry.retain, True)
+                conn.send_publish(
+                    entry.message, entry.qos, pid, entry.retain, True, entry.identifiers
+                )
             else:
                 conn.send_pubrel(pid)
         self.fill_window()

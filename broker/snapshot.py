@@ -31,9 +31,13 @@ class SessionState:
     principal: str | None = None
     thing: str | None = None
     subscriptions: dict[str, int] = field(default_factory=dict)
-    inflight: list[tuple[int, int, int, bool, Message]] = field(default_factory=list)
-    """(packet id, state, qos, retain, message) in send order."""
-    queue: list[tuple[Message, int, bool]] = field(default_factory=list)
+    inflight: list[tuple[int, int, int, bool, Message, tuple[int, ...]]] = field(
+        default_factory=list
+    )
+    """(packet id, state, qos, retain, message, subscription identifiers) in send order."""
+    queue: list[tuple[Message, int, bool, tuple[int, ...]]] = field(default_factory=list)
+    expiry_interval: float | None = None
+    """Seconds the session outlives its connection (None: until cleaned)."""
     inbound_qos2: list[int] = field(default_factory=list)
 
 
@@ -44,7 +48,7 @@ class Snapshot:
 
 
 def _message_to_json(m: Message) -> dict[str, Any]:
-    return {
+    doc = {
         "topic": m.topic,
         "payload": base64.b64encode(m.payload).decode("ascii"),
         "qos": m.qos,
@@ -52,6 +56,9 @@ def _message_to_json(m: Message) -> dict[str, Any]:
         "client_id": m.client_id,
         "received_at": m.received_at,
     }
+    if m.expires_at is not None:
+        doc["expires_at"] = m.expires_at
+    return doc
 
 
 def _message_from_json(d: dict[str, Any]) -> Message:
@@ -63,7 +70,12 @@ def _message_from_json(d: dict[str, Any]) -> Message:
         bool(d["retain"]),
         client_id=d.get("client_id"),
         received_at=float(d["received_at"]),
+        expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def to_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -76,12 +88,21 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
                 "principal": s.principal,
                 "thing": s.thing,
                 "subscriptions": s.subscriptions,
+                "expiry_interval": s.expiry_interval,
                 "inflight": [
-                    {"pid": pid, "state": st, "qos": q, "retain": r, "message": _message_to_json(m)}
-                    for pid, st, q, r, m in s.inflight
+                    {
+                        "pid": pid,
+                        "state": st,
+                        "qos": q,
+                        "retain": r,
+                        "ids": list(ids),
+                        "message": _message_to_json(m),
+                    }
+                    for pid, st, q, r, m, ids in s.inflight
                 ],
                 "queue": [
-                    {"qos": q, "retain": r, "message": _message_to_json(m)} for m, q, r in s.queue
+                    {"qos": q, "retain": r, "ids": list(ids), "message": _message_to_json(m)}
+                    for m, q, r, ids in s.queue
                 ],
                 "inbound_qos2": s.inbound_qos2,
             }
@@ -110,13 +131,20 @@ def from_json(doc: Any) -> Snapshot:
                         int(e["qos"]),
                         bool(e["retain"]),
                         _message_from_json(e["message"]),
+                        tuple(int(i) for i in e.get("ids", ())),
                     )
                     for e in s["inflight"]
                 ],
                 queue=[
-                    (_message_from_json(e["message"]), int(e["qos"]), bool(e["retain"]))
+                    (
+                        _message_from_json(e["message"]),
+                        int(e["qos"]),
+                        bool(e["retain"]),
+                        tuple(int(i) for i in e.get("ids", ())),
+                    )
                     for e in s["queue"]
                 ],
+                expiry_interval=_optional_float(s.get("expiry_interval")),
                 inbound_qos2=[int(p) for p in s["inbound_qos2"]],
             )
             for s in doc["sessions"]

@@ -34,6 +34,8 @@ class BrokerStats:
     takeovers: int = 0
     wills_published: int = 0
     sessions_expired: int = 0
+    messages_expired: int = 0
+    messages_dropped_too_large: int = 0
     bus_handler_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:

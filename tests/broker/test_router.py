@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.message import Message
-from broker.router import Router, SharedGroup
+from broker.router import (
+    NO_LOCAL,
+    RETAIN_AS_PUBLISHED,
+    Router,
+    SharedGroup,
+    option_identifier,
+    pack_options,
+)
 from broker.topics import matches
 
 
@@ -498,3 +505,21 @@ def test_match_equals_brute_force(
     for key in list(table):
         apply(router, table, key, None)
     assert router._root.children == {}
+
+
+def test_overlapping_subscriptions_with_options_keep_each_subscriptions_options() -> None:
+    router = Router()
+    a, b = Sub("a"), Sub("b")
+    plain_low, plain_high = 0, 2
+    with_id = pack_options(1, identifier=42)
+    no_local = pack_options(2, no_local=True, retain_as_published=True)
+    router.subscribe(a, "x/+", plain_low)
+    router.subscribe(a, "x/#", plain_high)
+    router.subscribe(b, "x/+", with_id)
+    router.subscribe(b, "x/#", no_local)
+    found = dict(router.match("x/y")[0])
+    # Plain subscriptions merge to the highest QoS; with options, every one is kept.
+    assert found[a] == plain_high
+    assert sorted(found[b]) == sorted((with_id, no_local))  # type: ignore[arg-type]
+    assert option_identifier(with_id) == 42
+    assert with_id & 3 == 1 and no_local & (NO_LOCAL | RETAIN_AS_PUBLISHED) == 12

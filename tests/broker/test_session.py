@@ -7,11 +7,13 @@ calls only ``send_publish`` and ``send_pubrel`` on it and reads ``congested_sinc
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from broker.auth import AllowAll, Identity
 from broker.config import BrokerSettings
 from broker.message import Message
+from broker.router import pack_options
 from broker.session import AWAIT_ACK, AWAIT_COMP, Session
 from broker.stats import BrokerStats
 
@@ -21,10 +23,20 @@ Sent = tuple[Any, ...]
 class RecordingConnection:
     def __init__(self) -> None:
         self.sent: list[Sent] = []
+        self.identifiers: list[tuple[int, ...]] = []
         self.congested_since: float | None = None
 
-    def send_publish(self, message: Message, qos: int, pid: int, retain: bool, dup: bool) -> None:
+    def send_publish(
+        self,
+        message: Message,
+        qos: int,
+        pid: int,
+        retain: bool,
+        dup: bool,
+        identifiers: tuple[int, ...] = (),
+    ) -> None:
         self.sent.append(("PUBLISH", message.topic, qos, pid, retain, dup))
+        self.identifiers.append(identifiers)
 
     def send_pubrel(self, pid: int) -> None:
         self.sent.append(("PUBREL", pid))
@@ -50,7 +62,7 @@ def publish(topic: str, qos: int, pid: int, retain: bool = False, dup: bool = Fa
 
 
 def queued(session: Session) -> list[tuple[str, int, bool]]:
-    return [(msg.topic, qos, retain) for msg, qos, retain in session.queue]
+    return [(msg.topic, qos, retain) for msg, qos, retain, _ids in session.queue]
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,3 +342,69 @@ def test_packet_ids_are_never_zero_or_reused_while_in_flight() -> None:
     session.deliver(m("t"), 1, False)
     assert conn.sent[-1][3] == 21  # the next id, not the freed one
     assert 0 not in session.inflight
+
+
+# ---------------------------------------------------------------------------------------------
+# MQTT 5 subscription options, flow control and message expiry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_no_local_skips_the_publishers_own_messages() -> None:
+    session, _, conn = make()
+    own = Message("t", b"x", 1, client_id=session.client_id)
+    other = Message("t", b"y", 1, client_id="someone-else")
+    session.deliver(own, pack_options(1, no_local=True), False)
+    session.deliver(other, pack_options(1, no_local=True), False)
+    assert [(kind, topic) for kind, topic, *_ in conn.sent] == [("PUBLISH", "t")]
+    assert len(session.inflight) == 1
+    assert next(iter(session.inflight.values())).message is other
+
+
+def test_no_local_on_one_of_two_overlapping_subscriptions_still_delivers_once() -> None:
+    session, _, conn = make()
+    own = Message("t", b"x", 2, client_id=session.client_id)
+    session.deliver(own, (pack_options(2, no_local=True), pack_options(1, identifier=7)), False)
+    # Only the subscription without No Local applies: its QoS and its identifier.
+    assert [(q, ids) for (_, _, q, *_), ids in zip(conn.sent, conn.identifiers, strict=True)] == [
+        (1, (7,))
+    ]
+
+
+def test_retain_as_published_keeps_the_retain_flag_only_when_asked() -> None:
+    session, _, conn = make()
+    retained = Message("t", b"x", 0, True)
+    session.deliver(retained, pack_options(0, retain_as_published=True), False)
+    session.deliver(retained, pack_options(0, identifier=3), False)
+    session.deliver(Message("t", b"y", 0, False), pack_options(0, retain_as_published=True), False)
+    assert [sent[4] for sent in conn.sent] == [True, False, False]
+
+
+def test_overlapping_subscriptions_carry_every_identifier_at_the_highest_qos() -> None:
+    session, _, conn = make()
+    options = (pack_options(0, identifier=1), pack_options(2, identifier=2), pack_options(1))
+    session.deliver(Message("t", b"x", 2), options, False)
+    assert conn.sent[0][2] == 2
+    assert conn.identifiers == [(1, 2)]
+    # The identifiers stay with the in-flight entry so a retransmission carries them too.
+    session.resume()
+    assert conn.identifiers[-1] == (1, 2)
+
+
+def test_receive_maximum_narrows_the_window() -> None:
+    session, _, conn = make(max_inflight=10)
+    session.receive_maximum = 2
+    for i in range(4):
+        session.deliver(m(f"t{i}", 1), 1, False)
+    assert len(session.inflight) == 2
+    assert len(session.queue) == 2
+
+
+def test_expired_queued_message_is_dropped_and_counted() -> None:
+    session, stats, conn = make(max_inflight=1)
+    session.deliver(m("first", 1), 1, False)  # fills the window
+    session.deliver(Message("stale", b"x", 1, expires_at=time.time() - 1), 1, False)
+    session.deliver(Message("fresh", b"x", 1, expires_at=time.time() + 60), 1, False)
+    [pid] = session.inflight
+    session.on_puback(pid)
+    assert [sent[1] for sent in conn.sent] == ["first", "fresh"]
+    assert stats.messages_expired == 1

@@ -28,16 +28,19 @@ from broker.snapshot import (
 
 def fields(m: Message) -> tuple[object, ...]:
     """What a snapshot keeps of a message."""
-    return (m.topic, m.payload, m.qos, m.retain, m.client_id, m.received_at)
+    return (m.topic, m.payload, m.qos, m.retain, m.client_id, m.received_at, m.expires_at)
 
 
 def session_fields(s: SessionState) -> tuple[object, ...]:
     return (
         s.client_id,
         s.subscriptions,
-        [(pid, st_, q, r, fields(m)) for pid, st_, q, r, m in s.inflight],
-        [(fields(m), q, r) for m, q, r in s.queue],
+        [(pid, st_, q, r, fields(m), ids) for pid, st_, q, r, m, ids in s.inflight],
+        [(fields(m), q, r, ids) for m, q, r, ids in s.queue],
         s.inbound_qos2,
+        s.expiry_interval,
+        s.principal,
+        s.thing,
     )
 
 
@@ -53,10 +56,21 @@ def sample() -> Snapshot:
                 client_id="dev-1",
                 subscriptions={"a/+": 1, "$share/g/b/#": 2, "é/€": 0},
                 inflight=[
-                    (7, 0, 1, False, Message("a/x", binary, 1, client_id="pub", received_at=1.5)),
-                    (8, 1, 2, True, Message("a/y", b"", 2, True, received_at=2.25)),
+                    (
+                        7,
+                        0,
+                        1,
+                        False,
+                        Message("a/x", binary, 1, client_id="pub", received_at=1.5),
+                        (),
+                    ),
+                    (8, 1, 2, True, Message("a/y", b"", 2, True, received_at=2.25), (4, 9)),
                 ],
-                queue=[(Message("a/z", b"\x00\xff\x00", 1, received_at=3.0), 1, False)],
+                queue=[
+                    (Message("a/z", b"\x00\xff\x00", 1, received_at=3.0), 1, False, ()),
+                    (Message("a/e", b"e", 1, received_at=3.0, expires_at=9.5), 1, True, (12,)),
+                ],
+                expiry_interval=3600.0,
                 inbound_qos2=[3, 65535],
             ),
             SessionState(client_id=""),
@@ -227,18 +241,26 @@ messages = st.builds(
     st.booleans(),
     client_id=st.none() | st.text(max_size=10),
     received_at=st.floats(allow_nan=False, allow_infinity=False),
+    expires_at=st.none() | st.floats(allow_nan=False, allow_infinity=False),
 )
+identifiers = st.lists(st.integers(1, 268_435_455), max_size=3).map(tuple)
 sessions = st.builds(
     SessionState,
     client_id=st.text(max_size=10),
     subscriptions=st.dictionaries(st.text(min_size=1, max_size=8), st.integers(0, 2), max_size=3),
     inflight=st.lists(
         st.tuples(
-            st.integers(1, 65535), st.integers(0, 1), st.integers(1, 2), st.booleans(), messages
+            st.integers(1, 65535),
+            st.integers(0, 1),
+            st.integers(1, 2),
+            st.booleans(),
+            messages,
+            identifiers,
         ),
         max_size=3,
     ),
-    queue=st.lists(st.tuples(messages, st.integers(0, 2), st.booleans()), max_size=3),
+    queue=st.lists(st.tuples(messages, st.integers(0, 2), st.booleans(), identifiers), max_size=3),
+    expiry_interval=st.none() | st.floats(0, 1e9),
     inbound_qos2=st.lists(st.integers(1, 65535), max_size=3),
 )
 
