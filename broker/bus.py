@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from broker.message import Message, Properties
+from broker.message import Message
+from broker.properties import Properties
 from broker.router import Options
 from broker.topics import validate_topic_filter, validate_topic_name
 

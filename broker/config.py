@@ -35,6 +35,8 @@ class BrokerSettings:
     """Highest QoS granted to subscriptions (the AWS profile grants at most 1)."""
     max_inflight: int = 20
     """Outbound QoS 1/2 messages awaiting acknowledgement per session (Mosquitto's default)."""
+    max_topic_alias: int = 10
+    """Topic aliases an MQTT 5 client may use towards the server (0: none) [3.2.2.3.8]."""
     max_inbound_qos2: int = 100
     """Inbound QoS 2 messages awaiting PUBREL per session; a client exceeding it is dropped."""
     max_queued_messages: int = 1000

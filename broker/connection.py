@@ -11,20 +11,33 @@ logged at a bounded rate.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
+import time
 import uuid
 from typing import TYPE_CHECKING, cast
 
-from broker import codec
+from broker import codec, mqtt5
 from broker.auth import ConnectionInfo, Identity
 from broker.codec import (
+    MQTT_5,
     MQTT_311,
+    CodecError,
     ConnectReturnCode,
     MalformedPacket,
     PacketType,
     UnsupportedProtocol,
 )
 from broker.message import Message
+from broker.properties import (
+    Properties,
+    application_properties,
+    encode_message_expiry_interval,
+    encode_subscription_identifiers,
+    encode_topic_alias,
+)
+from broker.reason_codes import ReasonCode
+from broker.router import pack_options
 from broker.topics import TopicError, parse_shared, validate_topic_filter, validate_topic_name
 
 if TYPE_CHECKING:
@@ -39,6 +52,10 @@ _ACKS = frozenset((0x40, 0x50, 0x62, 0x70))  # first bytes of well-formed PUBACK
 class ProtocolViolation(Exception):
     """A well-formed packet the client was not allowed to send now; closes the connection."""
 
+    def __init__(self, message: str, reason_code: int = ReasonCode.PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
 
 class Connection(asyncio.Protocol):
     """The MQTT protocol state machine of one network connection."""
@@ -46,6 +63,9 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_pending",
         "_pending_need",
+        "aliases_in",
+        "aliases_out",
+        "limits",
         "_closing",
         "_out",
         "broker",
@@ -85,6 +105,10 @@ class Connection(asyncio.Protocol):
         self.connected_at = 0.0
         self.last_activity = 0.0
         self.congested_since: float | None = None
+        self.limits: mqtt5.ClientLimits | None = None
+        """What an MQTT 5 client asked for in CONNECT (None for 3.1.1)."""
+        self.aliases_in: dict[int, str] = {}
+        self.aliases_out: dict[str, int] = {}
         """When the transport's buffer went over ``max_output_buffer`` (None: it is not)."""
 
     # -- asyncio callbacks -----------------------------------------------------------------
@@ -163,7 +187,10 @@ class Connection(asyncio.Protocol):
                 if session is None:
                     self._on_packet(first, bytes(view[start:stop]))
                 elif first >> 4 == _PUBLISH:
-                    self._on_publish(first, view, pos, start, stop)
+                    if self.version == MQTT_5:
+                        self._on_publish_v5(first, view[start:stop])
+                    else:
+                        self._on_publish(first, view, pos, start, stop)
                 elif stop - start == 2 and first in _ACKS and (view[start] or view[start + 1]):
                     # PUBACK/PUBREC/PUBREL/PUBCOMP, well formed: handled without building a
                     # packet object (one per QoS 1/2 message). Anything else takes the codec.
@@ -199,15 +226,16 @@ class Connection(asyncio.Protocol):
             return
         except MalformedPacket as exc:
             self.broker.stats.malformed_packets += 1
-            self._drop("malformed", f"malformed packet: {exc}")
+            self._drop("malformed", f"malformed packet: {exc}", exc.reason_code)
             return
-        except ProtocolViolation as exc:
+        except (ProtocolViolation, CodecError) as exc:
             self.broker.stats.protocol_violations += 1
-            self._drop("protocol", f"protocol violation: {exc}")
+            code = getattr(exc, "reason_code", ReasonCode.PROTOCOL_ERROR)
+            self._drop("protocol", f"protocol violation: {exc}", code)
             return
         except TopicError as exc:
             self.broker.stats.protocol_violations += 1
-            self._drop("topic", f"invalid topic: {exc}")
+            self._drop("topic", f"invalid topic: {exc}", ReasonCode.TOPIC_NAME_INVALID)
             return
         if pos < end:
             pending += view[pos:]
@@ -240,9 +268,12 @@ class Connection(asyncio.Protocol):
         retain: bool,
         dup: bool,
         identifiers: tuple[int, ...] = (),
-    ) -> None:
+    ) -> bool:
+        """Queue a PUBLISH for this pass's write; False when it is not sent at all."""
         if self._closing:
-            return
+            return True  # the session keeps it in flight for the next connection
+        if self.limits is not None:
+            return self._send_publish_v5(message, qos, pid, retain, dup, identifiers)
         out = self._out
         if not out:
             self.broker.mark_dirty(self)
@@ -250,22 +281,92 @@ class Connection(asyncio.Protocol):
             raw = message.raw_qos0
             if raw is not None and not retain:
                 out.append(raw)
-                return
+                return True
             out.append(message.wire_head(0, retain))
         else:
             out.append(message.wire_head(qos, retain, dup))
             out.append(pid.to_bytes(2, "big"))
         out.append(message.payload)
+        return True
+
+    def _send_publish_v5(
+        self,
+        message: Message,
+        qos: int,
+        pid: int,
+        retain: bool,
+        dup: bool,
+        identifiers: tuple[int, ...],
+    ) -> bool:
+        limits = self.limits
+        assert limits is not None  # noqa: S101 - only called for MQTT 5 connections
+        parts = [message.v5_properties()]
+        if message.expires_at is not None:
+            # [3.3.2.3.3] forward the expiry minus the time the message spent waiting.
+            remaining = math.ceil(message.expires_at - time.time())
+            if remaining <= 0:
+                self.broker.stats.messages_expired += 1
+                return False
+            parts.append(encode_message_expiry_interval(remaining))
+        if identifiers:
+            parts.append(encode_subscription_identifiers(identifiers))
+        topic = message.topic_bytes
+        alias = self.aliases_out.get(message.topic)
+        new_alias = 0
+        if alias is None and len(self.aliases_out) < limits.topic_alias_maximum:
+            new_alias = len(self.aliases_out) + 1
+        if alias is not None:
+            parts.append(encode_topic_alias(alias))
+            topic = b""  # [3.3.2.3.4] the alias alone names the topic
+        elif new_alias:
+            parts.append(encode_topic_alias(new_alias))
+        head, props = codec.publish_v5_parts(
+            topic, len(message.payload), qos, retain, dup, b"".join(parts)
+        )
+        size = len(head) + len(props) + len(message.payload) + (2 if qos else 0)
+        if limits.maximum_packet_size is not None and size > limits.maximum_packet_size:
+            # [3.1.2-25] a message too large for the client is dropped, not sent.
+            self.broker.stats.messages_dropped_too_large += 1
+            return False
+        if new_alias:
+            self.aliases_out[message.topic] = new_alias
+        out = self._out
+        if not out:
+            self.broker.mark_dirty(self)
+        out.append(head)
+        if qos:
+            out.append(pid.to_bytes(2, "big"))
+        out.append(props)
+        out.append(message.payload)
+        return True
 
     def send_pubrel(self, pid: int) -> None:
         self.write(codec.encode_pubrel(pid))
 
+    def send_disconnect(self, reason_code: int, reason: str | None = None) -> None:
+        """An MQTT 5 server DISCONNECT [3.14]; 3.1.1 has none, so nothing is sent there."""
+        limits = self.limits
+        if limits is None:
+            return
+        props = mqtt5.disconnect_properties(reason, limits.problem_information)
+        self.write(codec.encode_disconnect_v5(reason_code, props))
+
     # -- closing ---------------------------------------------------------------------------
 
-    def close(self, reason: str = "SERVER_INITIATED_DISCONNECT") -> None:
-        """Flush what is pending and close; the will is published unless DISCONNECT was sent."""
+    def close(
+        self,
+        reason: str = "SERVER_INITIATED_DISCONNECT",
+        reason_code: int | None = None,
+        why: str | None = None,
+    ) -> None:
+        """Flush what is pending and close; the will is published unless DISCONNECT was sent.
+
+        With ``reason_code``, an MQTT 5 client is told why in a DISCONNECT first.
+        """
         if self._closing or self.transport is None:
             return
+        if reason_code is not None and self.session is not None:
+            self.send_disconnect(reason_code, why)
         self.disconnect_reason = reason
         self.flush()
         self._closing = True
@@ -279,8 +380,13 @@ class Connection(asyncio.Protocol):
         self._out.clear()
         self.transport.abort()
 
-    def _drop(self, kind: str, why: str) -> None:
+    def _drop(self, kind: str, why: str, reason_code: int | None = None) -> None:
         self.broker.log.warning(kind, "closing the connection of %s: %s", self.describe(), why)
+        if self.limits is not None and reason_code is not None:
+            # MQTT 5 can say why [4.13.1]; stop reading and close after the DISCONNECT.
+            self.close("CLIENT_ERROR", reason_code, why)
+            self._closing = True
+            return
         self.abort("CLIENT_ERROR")
 
     def _oversize(self, size: int) -> None:
@@ -292,6 +398,10 @@ class Connection(asyncio.Protocol):
             size,
             self.broker.settings.max_packet_size,
         )
+        if self.limits is not None:
+            self.close("CLIENT_ERROR", ReasonCode.PACKET_TOO_LARGE, "packet too large")
+            self._closing = True
+            return
         self.abort("CLIENT_ERROR")
 
     def describe(self) -> str:
@@ -371,9 +481,83 @@ class Connection(asyncio.Protocol):
             session.inbound_qos2.add(pid)
             self.write(codec.encode_pubrec(pid))
 
-    def _on_packet(self, first: int, body: bytes) -> None:
-        packet = codec.decode_packet(first, body, self.version)
+    def _on_publish_v5(self, first: int, body: bytes) -> None:
+        """An MQTT 5 PUBLISH: properties, topic aliases and reason codes in the acks."""
+        broker = self.broker
+        settings = broker.settings
+        broker.stats.messages_received += 1
+        packet = codec.decode_publish(first & 0x0F, body, MQTT_5)
+        props = packet.properties
+        topic = packet.topic
+        alias = props.topic_alias
+        if alias is not None:
+            if alias > settings.max_topic_alias:
+                raise ProtocolViolation(
+                    f"topic alias {alias} is above the maximum {settings.max_topic_alias}",
+                    ReasonCode.TOPIC_ALIAS_INVALID,
+                )
+            if topic:
+                validate_topic_name(topic, broker.topic_limits)
+                self.aliases_in[alias] = topic  # [3.3.2.3.4] set or replace the mapping
+            else:
+                known = self.aliases_in.get(alias)
+                if known is None:
+                    raise ProtocolViolation(f"topic alias {alias} was never set")
+                topic = known
+        else:
+            validate_topic_name(topic, broker.topic_limits)
         session = self.session
+        assert session is not None  # noqa: S101 - checked by data_received
+        qos = packet.qos
+        pid = packet.packet_id or 0
+        if qos == 2:
+            if pid in session.inbound_qos2:
+                self.write(codec.encode_ack_v5(PacketType.PUBREC, pid))
+                return
+            if len(session.inbound_qos2) >= settings.max_inbound_qos2:
+                # [3.3.4-9] more unacknowledged QoS 2 messages than our Receive Maximum.
+                raise ProtocolViolation(
+                    f"more than {settings.max_inbound_qos2} QoS 2 messages awaiting PUBREL",
+                    ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                )
+        reason: int = ReasonCode.SUCCESS
+        if props.payload_format_indicator == 1:
+            try:
+                packet.payload.decode("utf-8")
+            except UnicodeDecodeError:
+                reason = ReasonCode.PAYLOAD_FORMAT_INVALID  # [3.3.2.3.2]
+        identity = session.identity
+        if reason == ReasonCode.SUCCESS:
+            if broker.hooks.may_publish(identity, topic, packet.retain):
+                message = Message(
+                    topic,
+                    packet.payload,
+                    qos,
+                    packet.retain,
+                    client_id=identity.client_id,
+                    principal=identity.principal,
+                    thing=identity.thing,
+                    properties=application_properties(props),
+                    received_at=broker.wall_clock(),
+                )
+                if not broker.publish(message):
+                    reason = ReasonCode.NO_MATCHING_SUBSCRIBERS
+            else:
+                broker.stats.messages_dropped_not_authorized += 1
+                reason = ReasonCode.NOT_AUTHORIZED
+        if qos == 1:
+            self.write(codec.encode_ack_v5(PacketType.PUBACK, pid, reason))
+        elif qos == 2:
+            if reason < 0x80:
+                session.inbound_qos2.add(pid)
+            self.write(codec.encode_ack_v5(PacketType.PUBREC, pid, reason))
+
+    def _on_packet(self, first: int, body: bytes) -> None:
+        session = self.session
+        if session is not None and first >> 4 == PacketType.CONNECT:
+            # [3.1.0-2] whatever it contains, a second CONNECT is a protocol violation.
+            raise ProtocolViolation("a second CONNECT on an established connection")
+        packet = codec.decode_packet(first, body, self.version)
         if session is None:
             if not isinstance(packet, codec.Connect):
                 raise ProtocolViolation(f"first packet is {type(packet).__name__}, not CONNECT")
@@ -382,9 +566,13 @@ class Connection(asyncio.Protocol):
         match packet:
             case codec.PubAck(packet_id=pid):
                 session.on_puback(pid)
-            case codec.PubRec(packet_id=pid):
-                session.on_pubrec(pid)
-                self.write(codec.encode_pubrel(pid))
+            case codec.PubRec(packet_id=pid, reason_code=code):
+                if code >= 0x80:
+                    # [4.3.3] a PUBREC with an error ends the flow: no PUBREL follows.
+                    session.on_pubrec_failed(pid)
+                else:
+                    session.on_pubrec(pid)
+                    self.write(codec.encode_pubrel(pid))
             case codec.PubRel(packet_id=pid):
                 session.inbound_qos2.discard(pid)
                 self.write(codec.encode_pubcomp(pid))
@@ -397,28 +585,54 @@ class Connection(asyncio.Protocol):
             case codec.Unsubscribe():
                 self._on_unsubscribe(packet)
             case codec.Disconnect():
-                # [3.14.4] discard the will; close the connection.
-                self.will = None
-                self.graceful = True
-                self.close("CLIENT_INITIATED_DISCONNECT")
+                self._on_disconnect(packet)
+            case codec.Auth():
+                # No enhanced authentication method is offered yet [4.12].
+                self.broker.stats.protocol_violations += 1
+                self.close(
+                    "CLIENT_ERROR",
+                    ReasonCode.BAD_AUTHENTICATION_METHOD,
+                    "enhanced authentication is not supported",
+                )
             case codec.Publish():  # pragma: no cover - routed to _on_publish
                 raise ProtocolViolation("unexpected PUBLISH dispatch")
             case _:
                 raise ProtocolViolation(f"{type(packet).__name__} is sent by servers only")
 
+    def _on_disconnect(self, packet: codec.Disconnect) -> None:
+        session = self.session
+        assert session is not None  # noqa: S101 - only called once connected
+        if self.limits is not None:
+            expiry = packet.properties.session_expiry_interval
+            if expiry is not None:
+                if session.expiry_interval == 0 and expiry != 0:
+                    # [3.14.2-2] a session that was to end cannot be prolonged at DISCONNECT.
+                    raise ProtocolViolation("DISCONNECT sets a session expiry after CONNECT's 0")
+                session.expiry_interval = None if expiry == mqtt5.NEVER_EXPIRES else float(expiry)
+        if packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
+            # [3.14.4] discard the will (MQTT 5 reason 0x04 keeps it).
+            self.will = None
+        self.graceful = True
+        self.close("CLIENT_INITIATED_DISCONNECT")
+
     def _on_connect(self, connect: codec.Connect) -> None:
         broker = self.broker
         settings = broker.settings
         self.version = connect.protocol_level
+        v5 = self.version == MQTT_5
         client_id = connect.client_id
+        assigned = None
         if not client_id:
-            if not connect.clean_session:
-                # [3.1.3-8] a zero-length id requires a clean session.
+            if not connect.clean_session and not v5:
+                # [3.1.3-8] a zero-length id requires a clean session (3.1.1 only).
                 self._refuse(ConnectReturnCode.IDENTIFIER_REJECTED)
                 return
-            client_id = connect.client_id = f"auto-{uuid.uuid4().hex}"
+            client_id = connect.client_id = assigned = f"auto-{uuid.uuid4().hex}"
         if len(client_id) > settings.max_client_id_length:
             self._refuse(ConnectReturnCode.IDENTIFIER_REJECTED)
+            return
+        if v5 and connect.properties.authentication_method is not None:
+            self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD)
             return
         if connect.will is not None:
             validate_topic_name(connect.will.topic, broker.topic_limits)
@@ -444,25 +658,49 @@ class Connection(asyncio.Protocol):
                 client_id=client_id,
                 principal=verdict.principal,
                 thing=verdict.thing,
+                properties=application_properties(will.properties) if v5 else None,
             )
-        session, present = broker.attach(self, client_id, connect.clean_session, verdict)
-        self.session = session
-        self.write(codec.encode_connack(present, ConnectReturnCode.ACCEPTED))
+        if v5:
+            limits = self.limits = mqtt5.client_limits(connect)
+            session, present = broker.attach(
+                self, client_id, connect.clean_session, verdict, limits.session_expiry
+            )
+            session.receive_maximum = min(settings.max_inflight, limits.receive_maximum)
+            props = mqtt5.connack_properties(
+                settings,
+                assigned_client_id=assigned,
+                requested_keep_alive=connect.keep_alive,
+                granted_keep_alive=self.keep_alive,
+            )
+            self.session = session
+            self.write(codec.encode_connack_v5(present, ReasonCode.SUCCESS, props))
+        else:
+            session, present = broker.attach(self, client_id, connect.clean_session, verdict)
+            session.receive_maximum = settings.max_inflight
+            self.session = session
+            self.write(codec.encode_connack(present, ConnectReturnCode.ACCEPTED))
         if present:
             session.resume()
 
-    def _refuse(self, code: ConnectReturnCode) -> None:
+    def _refuse(self, code: int) -> None:
         self.broker.stats.connections_refused += 1
-        self.write(codec.encode_connack(False, code))
+        if self.version == MQTT_5:
+            self.write(codec.encode_connack_v5(False, mqtt5.refusal_reason(code), Properties()))
+        else:
+            self.write(codec.encode_connack(False, code))
         self.close("AUTH_ERROR")
 
     def _on_subscribe(self, packet: codec.Subscribe) -> None:
         broker = self.broker
         session = self.session
         assert session is not None  # noqa: S101 - only called once connected
+        v5 = self.limits is not None
+        identifiers = packet.properties.subscription_identifiers
+        identifier = identifiers[0] if v5 and identifiers else 0
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
         for topic_filter, requested in packet.topics:
+            qos, no_local, as_published, retain_handling = codec.subscription_options(requested)
             try:
                 shared = parse_shared(topic_filter, broker.topic_limits)
                 if shared is None:
@@ -471,28 +709,53 @@ class Connection(asyncio.Protocol):
                 broker.log.warning(
                     "filter", "client %s: refused filter %r: %s", self.describe(), topic_filter, exc
                 )
-                codes.append(codec.SUBACK_FAILURE)
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else codec.SUBACK_FAILURE)
                 continue
-            if not broker.hooks.may_subscribe(session.identity, topic_filter) or (
-                topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= broker.settings.max_subscriptions_per_client
+            if shared is not None and no_local:
+                # [3.8.3-4] No Local on a shared subscription is a protocol error.
+                raise ProtocolViolation(f"No Local set on shared subscription {topic_filter!r}")
+            existed = topic_filter in session.subscriptions
+            if not broker.hooks.may_subscribe(session.identity, topic_filter):
+                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else codec.SUBACK_FAILURE)
+                continue
+            if not existed and (
+                len(session.subscriptions) >= broker.settings.max_subscriptions_per_client
             ):
-                codes.append(codec.SUBACK_FAILURE)
+                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else codec.SUBACK_FAILURE)
                 continue
-            qos = min(requested, broker.settings.max_qos)
-            broker.subscribe(session, topic_filter, qos)
+            qos = min(qos, broker.settings.max_qos)
+            options = pack_options(
+                qos,
+                no_local=no_local,
+                retain_as_published=as_published,
+                identifier=identifier,
+            )
+            broker.subscribe(session, topic_filter, options)
             codes.append(qos)
-            if shared is None:  # shared subscriptions get no retained messages
-                granted.append((topic_filter, qos))
-        self.write(codec.encode_suback(packet.packet_id, codes))
+            # Shared subscriptions get no retained messages; MQTT 5 retain handling 1 sends
+            # them only for a new subscription and 2 never [3.8.3.1].
+            if shared is None and (retain_handling == 0 or (retain_handling == 1 and not existed)):
+                granted.append((topic_filter, options))
+        if v5:
+            self.write(codec.encode_suback_v5(packet.packet_id, codes))
+        else:
+            self.write(codec.encode_suback(packet.packet_id, codes))
         # [3.3.1.3] retained messages follow the SUBACK, with RETAIN set.
-        for topic_filter, qos in granted:
+        now = time.time()
+        for topic_filter, options in granted:
             for message in broker.retained.matching(topic_filter):
-                session.deliver(message, qos, True)
+                if message.expires_at is not None and message.expires_at <= now:
+                    continue
+                session.deliver(message, options, True)
 
     def _on_unsubscribe(self, packet: codec.Unsubscribe) -> None:
         session = self.session
         assert session is not None  # noqa: S101 - only called once connected
+        codes: list[int] = []
         for topic_filter in packet.topics:
-            self.broker.unsubscribe(session, topic_filter)
-        self.write(codec.encode_unsuback(packet.packet_id))
+            removed = self.broker.unsubscribe(session, topic_filter)
+            codes.append(ReasonCode.SUCCESS if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+        if self.limits is not None:
+            self.write(codec.encode_unsuback_v5(packet.packet_id, codes))
+        else:
+            self.write(codec.encode_unsuback(packet.packet_id))

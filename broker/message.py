@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
-from broker.codec import publish_head
-
-Properties = Mapping[str, Any]
+from broker.codec import PacketType, publish_head
+from broker.properties import Properties, encode_property_bytes
 
 
 class Message:
@@ -21,6 +18,7 @@ class Message:
 
     __slots__ = (
         "_trace_id",
+        "_v5_properties",
         "_wire",
         "client_id",
         "expires_at",
@@ -68,6 +66,11 @@ class Message:
         # they are to QoS 0 subscribers, with no encoding at all.
         self.raw_qos0 = raw_qos0
         self._wire: dict[int, bytes] | None = None
+        self._v5_properties: bytes | None = None
+        if expires_at is None and properties is not None:
+            interval = properties.message_expiry_interval
+            if interval is not None:
+                expires_at = self.received_at + interval
         self.expires_at = expires_at
         """Wall-clock time after which the message is not delivered (MQTT 5 message expiry)."""
 
@@ -90,6 +93,29 @@ class Message:
                 return head
         head = wire[key] = publish_head(self.topic_bytes, len(self.payload), qos, retain, dup)
         return head
+
+    def v5_properties(self) -> bytes:
+        """The application properties encoded for an MQTT 5 PUBLISH (no length prefix), cached.
+
+        Message expiry, subscription identifiers and topic aliases differ per delivery and
+        are added by the connection.
+        """
+        encoded = self._v5_properties
+        if encoded is None:
+            props = self.properties
+            if props is None:
+                encoded = b""
+            else:
+                static = Properties(
+                    payload_format_indicator=props.payload_format_indicator,
+                    content_type=props.content_type,
+                    response_topic=props.response_topic,
+                    correlation_data=props.correlation_data,
+                    user_properties=props.user_properties,
+                )
+                encoded = encode_property_bytes(static, PacketType.PUBLISH)
+            self._v5_properties = encoded
+        return encoded
 
     def __repr__(self) -> str:
         return (

@@ -25,6 +25,7 @@ from broker.config import BrokerSettings
 from broker.connection import Connection
 from broker.listeners import ListenerSpec, server_ssl_context, start_listener
 from broker.message import Message
+from broker.reason_codes import ReasonCode
 from broker.router import RetainedStore, Router
 from broker.session import Inflight, Session
 from broker.stats import BrokerStats, RateLimitedLog
@@ -123,9 +124,14 @@ class Broker:
             return
         self._stopping = True
         await self._close_servers()
+        for session in self.sessions.values():
+            if session.will_timer is not None:
+                session.will_timer.cancel()
+                session.will_timer = None
+                session.pending_will = None
         for conn in list(self.connections):
             conn.will = None  # a server shutting down is not the client's failure
-            conn.close("SERVER_INITIATED_DISCONNECT")
+            conn.close("SERVER_INITIATED_DISCONNECT", ReasonCode.SERVER_SHUTTING_DOWN)
         if self.connections:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), self.settings.shutdown_timeout)
@@ -207,14 +213,32 @@ class Broker:
                 if session.expiry_interval is not None:
                     self._expiring.add(session)
         if will is not None and not conn.graceful:
-            # [3.1.2-8] the will is published when the connection ends without DISCONNECT,
-            # with the same authority as any publish by that client (checked now, not at
-            # CONNECT, so a permission revoked meanwhile is honoured).
-            if self.hooks.may_publish(session.identity, will.topic, will.retain):
-                self.stats.wills_published += 1
-                self.publish(will)
+            # [3.1.2-8] the will is published when the connection ends without DISCONNECT.
+            delay = conn.limits.will_delay if conn.limits is not None else 0.0
+            if delay > 0 and session.client_id in self.sessions:
+                # [3.1.3.2.2] MQTT 5 Will Delay: wait, unless the client comes back or the
+                # session ends first (then it is published at once, see _discard_session).
+                session.pending_will = will
+                session.will_timer = self.loop.call_later(
+                    delay, self._publish_delayed_will, session
+                )
             else:
-                self.stats.messages_dropped_not_authorized += 1
+                self._publish_will(session, will)
+
+    def _publish_will(self, session: Session, will: Message) -> None:
+        # With the same authority as any publish by that client, checked now rather than at
+        # CONNECT, so a permission revoked meanwhile is honoured.
+        if self.hooks.may_publish(session.identity, will.topic, will.retain):
+            self.stats.wills_published += 1
+            self.publish(will)
+        else:
+            self.stats.messages_dropped_not_authorized += 1
+
+    def _publish_delayed_will(self, session: Session) -> None:
+        session.will_timer = None
+        will, session.pending_will = session.pending_will, None
+        if will is not None:
+            self._publish_will(session, will)
 
     def attach(
         self,
@@ -235,8 +259,12 @@ class Broker:
             # [3.1.4-2] a second connection with the same client id takes over.
             old = existing.connection
             self.stats.takeovers += 1
+            old.send_disconnect(ReasonCode.SESSION_TAKEN_OVER)  # MQTT 5 only
             self._end_connection(old)
-            old.abort("DUPLICATE_CLIENTID")
+            if old.limits is not None:
+                old.close("DUPLICATE_CLIENTID")
+            else:
+                old.abort("DUPLICATE_CLIENTID")
             # Ending the old connection discards its session if that one was clean.
             existing = self.sessions.get(client_id)
         if existing is not None and clean:
@@ -250,6 +278,11 @@ class Broker:
             session = existing
             present = True
         session.identity = identity
+        if session.will_timer is not None:
+            # [3.1.3.2.2] the client is back before its will delay passed: no will.
+            session.will_timer.cancel()
+            session.will_timer = None
+            session.pending_will = None
         if expiry_interval == "default":
             expiry_interval = 0.0 if clean else self.settings.session_expiry
         session.expiry_interval = expiry_interval
@@ -259,6 +292,14 @@ class Broker:
 
     def _discard_session(self, session: Session) -> None:
         self._expiring.discard(session)
+        timer = session.will_timer
+        if timer is not None:
+            # [3.1.3.2.2] the session ends before the will delay: publish the will now.
+            timer.cancel()
+            session.will_timer = None
+            will, session.pending_will = session.pending_will, None
+            if will is not None:
+                self._publish_will(session, will)
         for topic_filter in list(session.subscriptions):
             self.unsubscribe(session, topic_filter)
         session.queue.clear()
@@ -284,8 +325,8 @@ class Broker:
 
     # -- messages --------------------------------------------------------------------------
 
-    def publish(self, message: Message) -> None:
-        """Store if retained, then route to every matching subscriber."""
+    def publish(self, message: Message) -> int:
+        """Store if retained, then route to every matching subscriber; returns how many."""
         if message.retain and not self.retained.store(message):
             self.stats.retained_dropped_store_full += 1
             self.log.warning(
@@ -294,7 +335,7 @@ class Broker:
                 message.topic,
                 self.settings.max_retained_messages,
             )
-        self.router.route(message)
+        return self.router.route(message)
 
     def wall_clock(self) -> float:
         return time.time()
@@ -332,7 +373,10 @@ class Broker:
             elif conn.keep_alive and now - conn.last_activity > conn.keep_alive * s.keepalive_grace:
                 # [3.1.2-24] nothing received for 1.5 keep-alive periods.
                 self.stats.keepalive_timeouts += 1
-                conn.abort("MQTT_KEEP_ALIVE_TIMEOUT")
+                if conn.limits is not None:
+                    conn.close("MQTT_KEEP_ALIVE_TIMEOUT", ReasonCode.KEEP_ALIVE_TIMEOUT)
+                else:
+                    conn.abort("MQTT_KEEP_ALIVE_TIMEOUT")
             elif (
                 conn.congested_since is not None
                 and now - conn.congested_since > s.slow_reader_timeout

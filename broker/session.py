@@ -7,6 +7,7 @@ the window is full or the client is away. All state changes are synchronous and 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -70,6 +71,8 @@ class Session:
         "queue",
         "receive_maximum",
         "subscriptions",
+        "pending_will",
+        "will_timer",
     )
 
     def __init__(
@@ -95,6 +98,9 @@ class Session:
         """Seconds the session outlives its connection; None: until cleaned (MQTT 3.1.1)."""
         self.inbound_qos2: set[int] = set()
         self._next_pid = 0
+        self.will_timer: asyncio.TimerHandle | None = None
+        self.pending_will: Message | None = None
+        """A delayed MQTT 5 will waiting to be published [3.1.3.2.2]."""
         self._settings = settings
         self._stats = stats
         self._hooks = hooks
@@ -145,8 +151,10 @@ class Session:
         ):
             pid = self._allocate_pid()
             self.inflight[pid] = Inflight(message, qos, retain, AWAIT_ACK, identifiers)
-            conn.send_publish(message, qos, pid, retain, False, identifiers)
-            self._stats.messages_delivered += 1
+            if conn.send_publish(message, qos, pid, retain, False, identifiers):
+                self._stats.messages_delivered += 1
+            else:
+                del self.inflight[pid]  # not sendable to this client (size, expiry)
         else:
             self._enqueue(message, qos, retain, identifiers)
 
@@ -211,12 +219,15 @@ class Session:
                 self._stats.messages_expired += 1
                 continue
             if qos == 0:
-                conn.send_publish(message, 0, 0, retain, False, identifiers)
+                sent = conn.send_publish(message, 0, 0, retain, False, identifiers)
             else:
                 pid = self._allocate_pid()
                 self.inflight[pid] = Inflight(message, qos, retain, AWAIT_ACK, identifiers)
-                conn.send_publish(message, qos, pid, retain, False, identifiers)
-            self._stats.messages_delivered += 1
+                sent = conn.send_publish(message, qos, pid, retain, False, identifiers)
+                if not sent:
+                    del self.inflight[pid]
+            if sent:
+                self._stats.messages_delivered += 1
 
     # -- acknowledgements from the client ----------------------------------------------------
 
@@ -231,6 +242,14 @@ class Session:
         entry = self.inflight.get(pid)
         if entry is not None and entry.qos == 2:
             entry.state = AWAIT_COMP
+
+    def on_pubrec_failed(self, pid: int) -> None:
+        """An MQTT 5 PUBREC with an error code: the QoS 2 flow ends there [4.3.3]."""
+        entry = self.inflight.get(pid)
+        if entry is not None and entry.qos == 2 and entry.state == AWAIT_ACK:
+            del self.inflight[pid]
+            if self.queue:
+                self.fill_window()
 
     def on_pubcomp(self, pid: int) -> None:
         entry = self.inflight.get(pid)
@@ -250,11 +269,12 @@ class Session:
         conn = self.connection
         if conn is None:
             return
-        for pid, entry in self.inflight.items():
+        for pid, entry in list(self.inflight.items()):
             if entry.state == AWAIT_ACK:
-                conn.send_publish(
+                if not conn.send_publish(
                     entry.message, entry.qos, pid, entry.retain, True, entry.identifiers
-                )
+                ):
+                    del self.inflight[pid]
             else:
                 conn.send_pubrel(pid)
         self.fill_window()

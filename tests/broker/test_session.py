@@ -34,9 +34,10 @@ class RecordingConnection:
         retain: bool,
         dup: bool,
         identifiers: tuple[int, ...] = (),
-    ) -> None:
+    ) -> bool:
         self.sent.append(("PUBLISH", message.topic, qos, pid, retain, dup))
         self.identifiers.append(identifiers)
+        return True
 
     def send_pubrel(self, pid: int) -> None:
         self.sent.append(("PUBREL", pid))

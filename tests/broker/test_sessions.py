@@ -278,7 +278,7 @@ def test_empty_client_id_with_persistent_session_rejected(
     assert broker.stats()["connections_refused"] == 1
 
 
-@pytest.mark.parametrize("level", [5, 6, 2])
+@pytest.mark.parametrize("level", [6, 2, 7])
 def test_unsupported_protocol_level_refused_with_return_code_1(
     broker: RunningBroker, clients: ClientPool, level: int
 ) -> None:
