@@ -303,10 +303,9 @@ class Connection(asyncio.Protocol):
         parts = [message.v5_properties()]
         if message.expires_at is not None:
             # [3.3.2.3.3] forward the expiry minus the time the message spent waiting.
-            remaining = math.ceil(message.expires_at - time.time())
-            if remaining <= 0:
-                self.broker.stats.messages_expired += 1
-                return False
+            # Onward delivery starts now, so the message goes out even if its lifetime just
+            # ran out (an interval of 0); queued and retained copies are checked before.
+            remaining = max(0, math.ceil(message.expires_at - time.time()))
             parts.append(encode_message_expiry_interval(remaining))
         if identifiers:
             parts.append(encode_subscription_identifiers(identifiers))
@@ -349,7 +348,11 @@ class Connection(asyncio.Protocol):
         if limits is None:
             return
         props = mqtt5.disconnect_properties(reason, limits.problem_information)
-        self.write(codec.encode_disconnect_v5(reason_code, props))
+        packet = codec.encode_disconnect_v5(reason_code, props)
+        if limits.maximum_packet_size is not None and len(packet) > limits.maximum_packet_size:
+            # [3.14.2-3] the reason string is dropped rather than exceed the client's maximum.
+            packet = codec.encode_disconnect_v5(reason_code, None)
+        self.write(packet)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -488,6 +491,9 @@ class Connection(asyncio.Protocol):
         broker.stats.messages_received += 1
         packet = codec.decode_publish(first & 0x0F, body, MQTT_5)
         props = packet.properties
+        if props.subscription_identifiers:
+            # [3.3.4-6] identifiers are the server's to send, never the client's.
+            raise ProtocolViolation("a PUBLISH from a client carries a subscription identifier")
         topic = packet.topic
         alias = props.topic_alias
         if alias is not None:
@@ -510,6 +516,12 @@ class Connection(asyncio.Protocol):
         assert session is not None  # noqa: S101 - checked by data_received
         qos = packet.qos
         pid = packet.packet_id or 0
+        if qos > settings.max_qos:
+            # [3.2.2-11] above the Maximum QoS our CONNACK announced.
+            raise ProtocolViolation(
+                f"PUBLISH at QoS {qos} above the maximum {settings.max_qos}",
+                ReasonCode.QOS_NOT_SUPPORTED,
+            )
         if qos == 2:
             if pid in session.inbound_qos2:
                 self.write(codec.encode_ack_v5(PacketType.PUBREC, pid))
@@ -587,13 +599,10 @@ class Connection(asyncio.Protocol):
             case codec.Disconnect():
                 self._on_disconnect(packet)
             case codec.Auth():
-                # No enhanced authentication method is offered yet [4.12].
-                self.broker.stats.protocol_violations += 1
-                self.close(
-                    "CLIENT_ERROR",
-                    ReasonCode.BAD_AUTHENTICATION_METHOD,
-                    "enhanced authentication is not supported",
-                )
+                # [4.12.0-1] AUTH is only for a connection that named an authentication
+                # method, and a CONNECT naming one was already refused with 0x8C (no enhanced
+                # authentication methods are offered yet): here it is a protocol error.
+                raise ProtocolViolation("AUTH without an authentication method in CONNECT")
             case codec.Publish():  # pragma: no cover - routed to _on_publish
                 raise ProtocolViolation("unexpected PUBLISH dispatch")
             case _:
@@ -610,9 +619,9 @@ class Connection(asyncio.Protocol):
                     raise ProtocolViolation("DISCONNECT sets a session expiry after CONNECT's 0")
                 session.expiry_interval = None if expiry == mqtt5.NEVER_EXPIRES else float(expiry)
         if packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
-            # [3.14.4] discard the will (MQTT 5 reason 0x04 keeps it).
+            # [3.14.4] discard the will; MQTT 5 reason 0x04 asks for it to be published.
             self.will = None
-        self.graceful = True
+            self.graceful = True
         self.close("CLIENT_INITIATED_DISCONNECT")
 
     def _on_connect(self, connect: codec.Connect) -> None:
@@ -633,6 +642,9 @@ class Connection(asyncio.Protocol):
             return
         if v5 and connect.properties.authentication_method is not None:
             self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD)
+            return
+        if v5 and connect.will is not None and connect.will.qos > settings.max_qos:
+            self._refuse(ReasonCode.QOS_NOT_SUPPORTED)  # [3.2.2-12]
             return
         if connect.will is not None:
             validate_topic_name(connect.will.topic, broker.topic_limits)

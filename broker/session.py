@@ -142,8 +142,8 @@ class Session:
                 # The client is not reading: QoS 0 is "at most once", drop rather than buffer.
                 self._stats.messages_dropped_slow_reader += 1
                 return
-            conn.send_publish(message, 0, 0, retain, False, identifiers)
-            self._stats.messages_delivered += 1
+            if conn.send_publish(message, 0, 0, retain, False, identifiers):
+                self._stats.messages_delivered += 1
         elif (
             not self.queue
             and len(self.inflight) < self.receive_maximum
