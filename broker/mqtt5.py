@@ -75,6 +75,12 @@ def connack_properties(
         maximum_packet_size=settings.max_packet_size,
         topic_alias_maximum=settings.max_topic_alias or None,
         assigned_client_identifier=assigned_client_id,
+        # Said explicitly although 1 is the default when absent: clients and operators
+        # reading a capture should not have to know the defaults [3.2.2.3.5, .11-.13].
+        retain_available=1,
+        wildcard_subscription_available=1,
+        subscription_identifier_available=1,
+        shared_subscription_available=1,
     )
     if settings.max_qos < 2:
         props.maximum_qos = settings.max_qos

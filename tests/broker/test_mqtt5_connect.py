@@ -44,6 +44,13 @@ def test_connack_announces_the_configured_limits(
     assert props.maximum_qos is None
     assert props.server_keep_alive is None
     assert props.assigned_client_identifier is None
+    # Capabilities are stated explicitly [3.2.2.3.5, 3.2.2.3.11-13].
+    assert (
+        props.retain_available,
+        props.wildcard_subscription_available,
+        props.subscription_identifier_available,
+        props.shared_subscription_available,
+    ) == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("max_qos", [0, 1])
