@@ -388,7 +388,6 @@ class Connection(asyncio.Protocol):
         if self.limits is not None and reason_code is not None:
             # MQTT 5 can say why [4.13.1]; stop reading and close after the DISCONNECT.
             self.close("CLIENT_ERROR", reason_code, why)
-            self._closing = True
             return
         self.abort("CLIENT_ERROR")
 
@@ -403,7 +402,6 @@ class Connection(asyncio.Protocol):
         )
         if self.limits is not None:
             self.close("CLIENT_ERROR", ReasonCode.PACKET_TOO_LARGE, "packet too large")
-            self._closing = True
             return
         self.abort("CLIENT_ERROR")
 

@@ -228,6 +228,18 @@ class Broker:
     def _publish_will(self, session: Session, will: Message) -> None:
         # With the same authority as any publish by that client, checked now rather than at
         # CONNECT, so a permission revoked meanwhile is honoured.
+        if will.properties is not None and will.properties.message_expiry_interval is not None:
+            # [3.1.3.2.4] a will's expiry counts from when it is published, not from CONNECT.
+            will = Message(
+                will.topic,
+                will.payload,
+                will.qos,
+                will.retain,
+                client_id=will.client_id,
+                principal=will.principal,
+                thing=will.thing,
+                properties=will.properties,
+            )
         if self.hooks.may_publish(session.identity, will.topic, will.retain):
             self.stats.wills_published += 1
             self.publish(will)

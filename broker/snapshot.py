@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.message import Message
+from broker.properties import Properties
 from thingcore.errors import ThingcoreError
 
 FORMAT = "thingcore-broker-snapshot"
@@ -58,7 +59,41 @@ def _message_to_json(m: Message) -> dict[str, Any]:
     }
     if m.expires_at is not None:
         doc["expires_at"] = m.expires_at
+    if m.properties is not None:
+        doc["properties"] = _properties_to_json(m.properties)
     return doc
+
+
+def _properties_to_json(p: Properties) -> dict[str, Any]:
+    """The application properties a stored message carries (MQTT 5) [3.3.2.3]."""
+    doc: dict[str, Any] = {}
+    if p.payload_format_indicator is not None:
+        doc["payload_format_indicator"] = p.payload_format_indicator
+    if p.message_expiry_interval is not None:
+        doc["message_expiry_interval"] = p.message_expiry_interval
+    if p.content_type is not None:
+        doc["content_type"] = p.content_type
+    if p.response_topic is not None:
+        doc["response_topic"] = p.response_topic
+    if p.correlation_data is not None:
+        doc["correlation_data"] = base64.b64encode(p.correlation_data).decode("ascii")
+    if p.user_properties:
+        doc["user_properties"] = [list(pair) for pair in p.user_properties]
+    return doc
+
+
+def _properties_from_json(d: dict[str, Any]) -> Properties:
+    correlation = d.get("correlation_data")
+    return Properties(
+        payload_format_indicator=d.get("payload_format_indicator"),
+        message_expiry_interval=d.get("message_expiry_interval"),
+        content_type=d.get("content_type"),
+        response_topic=d.get("response_topic"),
+        correlation_data=None
+        if correlation is None
+        else base64.b64decode(correlation, validate=True),
+        user_properties=[(str(k), str(v)) for k, v in d.get("user_properties", [])],
+    )
 
 
 def _message_from_json(d: dict[str, Any]) -> Message:
@@ -71,6 +106,7 @@ def _message_from_json(d: dict[str, Any]) -> Message:
         client_id=d.get("client_id"),
         received_at=float(d["received_at"]),
         expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
+        properties=None if d.get("properties") is None else _properties_from_json(d["properties"]),
     )
 
 

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.message import Message
+from broker.properties import Properties
 from broker.snapshot import (
     FORMAT,
     VERSION,
@@ -28,7 +29,16 @@ from broker.snapshot import (
 
 def fields(m: Message) -> tuple[object, ...]:
     """What a snapshot keeps of a message."""
-    return (m.topic, m.payload, m.qos, m.retain, m.client_id, m.received_at, m.expires_at)
+    return (
+        m.topic,
+        m.payload,
+        m.qos,
+        m.retain,
+        m.client_id,
+        m.received_at,
+        m.expires_at,
+        m.properties,
+    )
 
 
 def session_fields(s: SessionState) -> tuple[object, ...]:
@@ -78,6 +88,21 @@ def sample() -> Snapshot:
         retained=[
             Message("r/1", b"\x80\x81 not utf-8", 1, True, client_id="c", received_at=1e9),
             Message("r/2", "ünïcode".encode(), 0, True, received_at=0.0),
+            Message(
+                "r/3",
+                b"{}",
+                1,
+                True,
+                received_at=5.0,
+                properties=Properties(
+                    payload_format_indicator=1,
+                    message_expiry_interval=600,
+                    content_type="application/json",
+                    response_topic="reply/r3",
+                    correlation_data=b"\x00\x01",
+                    user_properties=[("k", "v"), ("k", "v2")],
+                ),
+            ),
         ],
     )
 
