@@ -32,9 +32,11 @@ from broker.message import Message
 from broker.properties import (
     Properties,
     application_properties,
+    decode_properties,
     encode_message_expiry_interval,
     encode_subscription_identifiers,
     encode_topic_alias,
+    read_varint,
 )
 from broker.reason_codes import ReasonCode
 from broker.router import pack_options
@@ -483,37 +485,91 @@ class Connection(asyncio.Protocol):
             self.write(codec.encode_pubrec(pid))
 
     def _on_publish_v5(self, first: int, body: bytes) -> None:
-        """An MQTT 5 PUBLISH: properties, topic aliases and reason codes in the acks."""
+        """An MQTT 5 PUBLISH: properties, topic aliases and reason codes in the acks.
+
+        Parsed in place like 3.1.1's; a property block is validated once and then found by its
+        bytes in a cache (devices send the same content type and user properties again and
+        again), and forwarded as it arrived when it holds nothing that changes per hop.
+        """
         broker = self.broker
         settings = broker.settings
         broker.stats.messages_received += 1
-        packet = codec.decode_publish(first & 0x0F, body, MQTT_5)
-        props = packet.properties
-        if props.subscription_identifiers:
-            # [3.3.4-6] identifiers are the server's to send, never the client's.
-            raise ProtocolViolation("a PUBLISH from a client carries a subscription identifier")
-        topic = packet.topic
+        qos = (first >> 1) & 3
+        if qos == 3:
+            raise MalformedPacket("PUBLISH with QoS 3 [3.3.1-4]")
+        if qos == 0 and first & 8:
+            raise MalformedPacket("PUBLISH with DUP set at QoS 0 [3.3.1-2]")
+        n = len(body)
+        if n < 2:
+            raise MalformedPacket("PUBLISH ends before its topic name")
+        tend = 2 + ((body[0] << 8) | body[1])
+        if tend > n:
+            raise MalformedPacket("PUBLISH ends inside its topic name")
+        pos = tend
+        pid = 0
+        if qos:
+            if pos + 2 > n:
+                raise MalformedPacket("PUBLISH ends inside its packet identifier")
+            pid = (body[pos] << 8) | body[pos + 1]
+            if pid == 0:
+                raise MalformedPacket("packet identifier 0 is not allowed [2.3.1-1]")
+            pos += 2
+        if pos >= n:
+            raise MalformedPacket("PUBLISH ends before its property length [3.3.2.3]")
+        length = body[pos]
+        if length < 0x80:
+            begin = pos + 1
+        else:
+            length, begin = read_varint(body, pos, n)
+        block_end = begin + length
+        if block_end > n:
+            raise MalformedPacket("PUBLISH properties run past the end of the packet")
+        block = body[begin:block_end]
+        cached = broker.property_cache.get(block)
+        if cached is None:
+            props = decode_properties(body, pos, PacketType.PUBLISH)[0]
+            if props.subscription_identifiers:
+                # [3.3.4-6] identifiers are the server's to send, never the client's.
+                raise ProtocolViolation("a PUBLISH from a client carries a subscription identifier")
+            cached = (props, application_properties(props))
+            broker.remember_properties(block, cached)
+        props, forwarded = cached
+        payload = body[block_end:]
         alias = props.topic_alias
+        topic_bytes = body[2:tend]
+        topic = ""
+        if topic_bytes:
+            known_topic = broker.topic_cache.get(topic_bytes)
+            if known_topic is None:
+                topic = codec.decode_utf8(topic_bytes)
+                validate_topic_name(topic, broker.topic_limits)
+                broker.remember_topic(topic_bytes, topic)
+            else:
+                topic = known_topic
+        elif alias is None:
+            raise ProtocolViolation("PUBLISH without a topic name or a topic alias [3.3.2.1]")
         if alias is not None:
             if alias > settings.max_topic_alias:
                 raise ProtocolViolation(
                     f"topic alias {alias} is above the maximum {settings.max_topic_alias}",
                     ReasonCode.TOPIC_ALIAS_INVALID,
                 )
-            if topic:
-                validate_topic_name(topic, broker.topic_limits)
+            if topic_bytes:
                 self.aliases_in[alias] = topic  # [3.3.2.3.4] set or replace the mapping
             else:
                 known = self.aliases_in.get(alias)
                 if known is None:
                     raise ProtocolViolation(f"topic alias {alias} was never set")
                 topic = known
-        else:
-            validate_topic_name(topic, broker.topic_limits)
+        # Forward the block as it arrived unless it holds what changes per hop (alias, expiry).
+        forwarded_wire = (
+            block
+            if forwarded is not None and alias is None and props.message_expiry_interval is None
+            else None
+        )
         session = self.session
         assert session is not None  # noqa: S101 - checked by data_received
-        qos = packet.qos
-        pid = packet.packet_id or 0
+        retain = bool(first & 1)
         if qos > settings.max_qos:
             # [3.2.2-11] above the Maximum QoS our CONNACK announced.
             raise ProtocolViolation(
@@ -533,22 +589,23 @@ class Connection(asyncio.Protocol):
         reason: int = ReasonCode.SUCCESS
         if props.payload_format_indicator == 1:
             try:
-                packet.payload.decode("utf-8")
+                payload.decode("utf-8")
             except UnicodeDecodeError:
                 reason = ReasonCode.PAYLOAD_FORMAT_INVALID  # [3.3.2.3.2]
         identity = session.identity
         if reason == ReasonCode.SUCCESS:
-            if broker.hooks.may_publish(identity, topic, packet.retain):
+            if broker.hooks.may_publish(identity, topic, retain):
                 message = Message(
                     topic,
-                    packet.payload,
+                    payload,
                     qos,
-                    packet.retain,
+                    retain,
                     client_id=identity.client_id,
                     principal=identity.principal,
                     thing=identity.thing,
-                    properties=application_properties(props),
+                    properties=forwarded,
                     received_at=broker.wall_clock(),
+                    v5_properties=forwarded_wire,
                 )
                 if not broker.publish(message):
                     reason = ReasonCode.NO_MATCHING_SUBSCRIBERS

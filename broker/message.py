@@ -50,6 +50,7 @@ class Message:
         topic_bytes: bytes | None = None,
         raw_qos0: bytes | None = None,
         expires_at: float | None = None,
+        v5_properties: bytes | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -66,7 +67,8 @@ class Message:
         # they are to QoS 0 subscribers, with no encoding at all.
         self.raw_qos0 = raw_qos0
         self._wire: dict[int, bytes] | None = None
-        self._v5_properties: bytes | None = None
+        self._v5_properties = v5_properties
+        """Encoded application properties, when the message arrived with exactly these."""
         if expires_at is None and properties is not None:
             interval = properties.message_expiry_interval
             if interval is not None:

@@ -25,6 +25,7 @@ from broker.config import BrokerSettings
 from broker.connection import Connection
 from broker.listeners import ListenerSpec, server_ssl_context, start_listener
 from broker.message import Message
+from broker.properties import Properties
 from broker.reason_codes import ReasonCode
 from broker.router import RetainedStore, Router
 from broker.session import Inflight, Session
@@ -35,6 +36,8 @@ from thingcore.errors import ConfigError
 log = logging.getLogger("broker")
 
 _TOPIC_CACHE_SIZE = 50_000
+_PROPERTY_CACHE_SIZE = 10_000
+_PROPERTY_CACHE_BLOCK = 512  # bytes; longer blocks (big correlation data) are decoded each time
 
 
 class Broker:
@@ -58,6 +61,7 @@ class Broker:
         self.connections: set[Connection] = set()
         self.topic_limits = TopicLimits(settings.max_topic_length, settings.max_topic_levels)
         self.topic_cache: dict[bytes, str] = {}
+        self.property_cache: dict[bytes, tuple[Properties, Properties | None]] = {}
         self.bus = InProcessBus(self)
         self.ports: dict[str, int] = {}
         """Bound port per listener name ("mqtt", "mqtts"), known once started."""
@@ -351,6 +355,17 @@ class Broker:
 
     def wall_clock(self) -> float:
         return time.time()
+
+    def remember_properties(
+        self, block: bytes, decoded: tuple[Properties, Properties | None]
+    ) -> None:
+        """Cache a validated MQTT 5 PUBLISH property block (short ones only) by its bytes."""
+        if len(block) > _PROPERTY_CACHE_BLOCK:
+            return
+        cache = self.property_cache
+        if len(cache) >= _PROPERTY_CACHE_SIZE:
+            cache.clear()
+        cache[block] = decoded
 
     def remember_topic(self, topic_bytes: bytes, topic: str) -> None:
         """Cache a validated topic so its next PUBLISH skips decoding and validation."""
