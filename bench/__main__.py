@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Benchmark thingcore against a private Mosquitto, side by side, on 127.0.0.1.\n"
             "Each broker is started fresh per workload on a free port, pinned to one CPU;\n"
             "the load generators (raw asyncio MQTT clients) run on another CPU. Results go to\n"
-            "bench/results/latest.md and .json (latest-quick.* with --quick; plus dated copies).\n"
+            "bench/results/latest.md and .json (latest-quick.* with --quick, latest-v5.* with\n"
+            "--protocol 5; plus dated copies).\n"
             "Benchmarks report, they never fail: exit code 0 unless the harness itself breaks."
         ),
         epilog=f"workloads:\n{workloads}\n\nexample: python -m bench --quick --only latency,idle",
@@ -45,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="WORKLOAD[,WORKLOAD]",
         help=f"run only these workloads (of: {', '.join(WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--protocol",
+        type=int,
+        choices=(4, 5),
+        default=4,
+        help="MQTT protocol level of the fan-in, fan-out and latency clients: 4 (3.1.1) or 5 "
+        "(MQTT 5, every PUBLISH with a Content Type and two User Properties; results go to "
+        "latest-v5.*). idle and connrate always use 3.1.1 (default: %(default)s)",
     )
     parser.add_argument("--step-seconds", type=float, help="length of a ramp step")
     parser.add_argument(
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "broker_cpu": args.broker_cpu,
         "load_cpu": args.load_cpu,
         "quiet_wait": args.wait_quiet,
+        "protocol": args.protocol,
     }
     if args.step_seconds:
         overrides["step_seconds"] = args.step_seconds

@@ -5,6 +5,12 @@ pre-encoded PUBLISHes with one `transport.write`, QoS 1 publishers count PUBACKs
 comparisons, and subscribers decode runs of same-shaped PUBLISHes with `struct.iter_unpack`
 and `collections.Counter` (one Python iteration per distinct send stamp, not per message).
 Anything unexpected falls back to the general decoder in `mqttwire`.
+
+Publishers and subscribers speak MQTT 3.1.1 or MQTT 5 (`protocol` 4 or 5); with 5 every PUBLISH
+carries `mqttwire.PUBLISH_PROPERTIES`, and subscribers check that they arrive: on the first
+PUBLISH of every read on the fast paths, and on every PUBLISH the general decoder reads (where a
+message whose Content Type or User Properties differ from what was sent is counted as foreign,
+not as delivered).
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ class ClientError(Exception):
 class MqttClient(asyncio.Protocol):
     """Sends CONNECT on connect and resolves `connected` on CONNACK; subclasses do the rest."""
 
-    def __init__(self, client_id: str, keepalive: int) -> None:
+    def __init__(self, client_id: str, keepalive: int, protocol: int = 4) -> None:
         loop = asyncio.get_running_loop()
         self.client_id = client_id
-        self.connect_packet = mqttwire.connect(client_id, keepalive)
+        self.protocol = protocol
+        self.connect_packet = mqttwire.connect(client_id, keepalive, protocol=protocol)
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
@@ -79,7 +86,7 @@ class MqttClient(asyncio.Protocol):
 
     def handle(self, packet: Packet) -> None:
         if packet.type == PacketType.CONNACK and not self.connected.done():
-            code = mqttwire.parse_connack(packet.body)
+            code = mqttwire.parse_connack(packet.body, self.protocol)
             if code:
                 self.fail(ClientError(f"{self.client_id}: CONNACK refused with code {code}"))
             else:
@@ -108,11 +115,15 @@ class Publisher(MqttClient):
         payload_size: int,
         window: int,
         keepalive: int,
+        protocol: int = 4,
     ) -> None:
-        super().__init__(client_id, keepalive)
+        super().__init__(client_id, keepalive, protocol)
         self.qos = qos
         self.window = window
-        self.prefix = mqttwire.publish_prefix(topic, payload_size, qos)
+        props = mqttwire.publish_properties(protocol)
+        # QoS 0: the prefix ends with the properties; QoS 1: they follow the packet id.
+        self.prefix = mqttwire.publish_prefix(topic, payload_size, qos, props)
+        self.after_id = props if qos else b""
         self.filler = b"x" * (payload_size - STAMP_SIZE)
         self.step = 0
         self.pending = 0  # messages due but not yet written
@@ -147,7 +158,7 @@ class Publisher(MqttClient):
             n = min(n, self.window - self.inflight)
             if n <= 0:
                 return
-            body = stamp + self.filler
+            body = self.after_id + stamp + self.filler
             prefix = self.prefix
             pid = self.next_packet_id
             parts = []
@@ -163,9 +174,12 @@ class Publisher(MqttClient):
     def data_received(self, data: bytes) -> None:
         if self.connected.done():
             buf = self.buf + data if self.buf else data
-            n = len(buf) >> 2
-            end = n << 2
-            if n and buf[0:end:4] == b"\x40" * n and buf[1:end:4] == b"\x02" * n:
+            # A run of same-sized PUBACKs: 4 bytes (MQTT 3.1.1, or MQTT 5's short form), or
+            # MQTT 5's 5 (reason code) or 6 bytes (reason code, empty properties).
+            size = buf[1] + 2 if len(buf) > 1 and buf[0] == 0x40 and 2 <= buf[1] <= 4 else 0
+            n = len(buf) // size if size else 0
+            end = n * size
+            if n and buf[0:end:size] == b"\x40" * n and buf[1:end:size] == bytes([size - 2]) * n:
                 self.buf = buf[end:]
                 self.inflight = max(0, self.inflight - n)
                 self.flush()
@@ -199,8 +213,9 @@ class Subscriber(MqttClient):
         recorder: Recorder,
         keepalive: int,
         coarse: bool = False,
+        protocol: int = 4,
     ) -> None:
-        super().__init__(client_id, keepalive)
+        super().__init__(client_id, keepalive, protocol)
         self.topic_filter = topic_filter
         self.qos = qos
         self.recorder = recorder
@@ -212,6 +227,10 @@ class Subscriber(MqttClient):
         self.lean = False  # subscribed, coarse timing and QoS 0: the single-message path may run
         self.head = layout.head
         self.size = layout.size
+        # MQTT 5: the properties block every forwarded PUBLISH should carry, and where.
+        self.props = layout.properties
+        self.props_at = layout.properties_at
+        self.props_end = layout.properties_at + len(layout.properties)
         self.stamps = layout.stamps(coarse)
         self.packet_ids = layout.packet_ids() if qos else None
         self.acks: list[bytes] = []
@@ -222,7 +241,9 @@ class Subscriber(MqttClient):
 
     def on_connected(self) -> None:
         assert self.transport is not None
-        self.transport.write(mqttwire.subscribe(1, [(self.topic_filter, self.qos)]))
+        self.transport.write(
+            mqttwire.subscribe(1, [(self.topic_filter, self.qos)], protocol=self.protocol)
+        )
 
     def on_lost(self, reason: ClientError) -> None:
         if not self.subscribed.done():
@@ -235,7 +256,13 @@ class Subscriber(MqttClient):
 
     def data_received(self, data: bytes) -> None:
         size = self.size
-        if self.lean and len(data) <= SMALL_READ * size and not len(data) % size and not self.buf:
+        if (
+            self.lean
+            and len(data) <= SMALL_READ * size
+            and not len(data) % size
+            and not self.buf
+            and data[self.props_at : self.props_end] == self.props
+        ):
             # The commonest reads from a broker that writes each message on its own: one or a
             # few whole QoS 0 PUBLISHes of the expected shape, decoded inline.
             unpack = self.stamps.unpack_from
@@ -271,6 +298,8 @@ class Subscriber(MqttClient):
     def read_publishes(self, data: bytes, n: int) -> bool:
         """The fast path: the first `n` packets in `data` are PUBLISHes of the expected shape."""
         head = self.head
+        if self.props and data[self.props_at : self.props_end] != self.props:
+            return False  # the general decoder checks them message by message
         view = memoryview(data)[: n * self.size]
         if n == 1:
             fields = self.stamps.unpack_from(data)
@@ -295,17 +324,21 @@ class Subscriber(MqttClient):
     def handle(self, packet: Packet) -> None:
         kind = packet.type
         if kind == PacketType.PUBLISH:
-            _, qos, packet_id, payload = mqttwire.parse_publish(packet.flags, packet.body)
+            _, qos, packet_id, props, payload = mqttwire.parse_publish(
+                packet.flags, packet.body, self.protocol
+            )
             if qos:
                 self.acks.append(mqttwire.puback(packet_id))
-            if len(payload) >= STAMP_SIZE:
+            if props != self.props and not same_properties(props, self.props):
+                self.recorder.foreign += 1  # the broker lost or changed the properties
+            elif len(payload) >= STAMP_SIZE:
                 sent, step = STAMP.unpack_from(payload)
                 self.recorder.record_one(self.now, self.units(sent), step)
             else:
                 self.recorder.foreign += 1
         elif kind == PacketType.SUBACK and not self.subscribed.done():
-            _, granted = mqttwire.parse_suback(packet.body)
-            if not granted or granted[0] == mqttwire.SUBACK_FAILURE:
+            _, granted = mqttwire.parse_suback(packet.body, self.protocol)
+            if not granted or granted[0] >= mqttwire.SUBACK_FAILURE:
                 self.fail(ClientError(f"{self.client_id}: SUBSCRIBE refused ({granted!r})"))
             else:
                 self.ready = True
@@ -313,6 +346,19 @@ class Subscriber(MqttClient):
                 self.subscribed.set_result(None)
         else:
             super().handle(packet)
+
+
+def same_properties(got: bytes, sent: bytes) -> bool:
+    """Whether a forwarded PUBLISH's properties carry the Content Type and User Properties
+    (in their order) that were sent; other properties a broker may add are ignored."""
+    if not got or not sent:
+        return got == sent
+    try:
+        got_props = mqttwire.decode_properties(got)
+    except mqttwire.MalformedPacket:
+        return False
+    wanted = (mqttwire.PROP_CONTENT_TYPE, mqttwire.PROP_USER_PROPERTY)
+    return [p for p in got_props if p[0] in wanted] == mqttwire.decode_properties(sent)
 
 
 class IdleClient(MqttClient):

@@ -1,10 +1,16 @@
-"""A tiny MQTT 3.1.1 codec for the load generators.
+"""A tiny MQTT 3.1.1 / MQTT 5 codec for the load generators.
 
 Only what the benchmark sends and reads: CONNECT, CONNACK, PUBLISH (QoS 0 and 1), PUBACK,
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP and DISCONNECT. Pure functions on bytes, no IO. Packets
 that the load generators send over and over are encoded once and reused; `PublishLayout`
 describes the exact bytes of a PUBLISH the broker forwards, so subscribers can read whole
 batches of them with one `struct.iter_unpack` instead of a Python loop per packet.
+
+`protocol` is the CONNECT protocol level: 4 (MQTT 3.1.1) or 5 (MQTT 5). With 5, CONNECT and
+SUBSCRIBE carry an empty properties block, and every benchmark PUBLISH carries
+`PUBLISH_PROPERTIES` (a Content Type and two User Properties). PUBACKs are sent in the short
+2-byte form, which MQTT 5 allows for reason code 0 without properties. This codec is the
+bench's own, deliberately independent of the broker's.
 """
 
 from __future__ import annotations
@@ -27,14 +33,21 @@ class PacketType(IntEnum):
 
 
 class MalformedPacket(ValueError):
-    """The peer sent bytes that are not a well-formed MQTT 3.1.1 packet."""
+    """The peer sent bytes that are not a well-formed MQTT packet."""
+
+
+PROTOCOLS = (4, 5)  # MQTT 3.1.1, MQTT 5
+
+# MQTT 5 property identifiers the bench writes or reads.
+PROP_CONTENT_TYPE = 0x03
+PROP_USER_PROPERTY = 0x26
 
 
 PINGREQ = b"\xc0\x00"
 PINGRESP = b"\xd0\x00"
 DISCONNECT = b"\xe0\x00"
 PUBACK_HEADER = b"\x40\x02"
-SUBACK_FAILURE = 0x80
+SUBACK_FAILURE = 0x80  # and in MQTT 5 every reason code >= 0x80 is a failure
 
 # The payload every benchmark PUBLISH starts with: send time (time.monotonic_ns, big-endian
 # u64) and the step number of the workload it belongs to (u8); the rest is filler.
@@ -62,14 +75,55 @@ def utf8(s: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
-def connect(client_id: str, keepalive: int = 60, clean_session: bool = True) -> bytes:
-    flags = 0x02 if clean_session else 0x00
-    body = utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + utf8(client_id)
+def _check_protocol(protocol: int) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol level {protocol} not supported (4 or 5)")
+
+
+def properties(*props: tuple[int, bytes]) -> bytes:
+    """An MQTT 5 properties block: its length (variable byte integer), then each property's
+    identifier byte and already-encoded value."""
+    raw = b"".join(bytes([ident]) + value for ident, value in props)
+    return remaining_length(len(raw)) + raw
+
+
+def bench_publish_properties(content_type: str, user_properties: list[tuple[str, str]]) -> bytes:
+    """The properties block of a benchmark MQTT 5 PUBLISH."""
+    return properties(
+        (PROP_CONTENT_TYPE, utf8(content_type)),
+        *((PROP_USER_PROPERTY, utf8(k) + utf8(v)) for k, v in user_properties),
+    )
+
+
+PUBLISH_CONTENT_TYPE = "application/json"
+PUBLISH_USER_PROPERTIES = [("device", "bench"), ("seq", "1")]
+# Encoded once; every MQTT 5 benchmark PUBLISH carries exactly these bytes.
+PUBLISH_PROPERTIES = bench_publish_properties(PUBLISH_CONTENT_TYPE, PUBLISH_USER_PROPERTIES)
+NO_PROPERTIES = b"\x00"
+
+
+def connect(
+    client_id: str, keepalive: int = 60, clean_session: bool = True, protocol: int = 4
+) -> bytes:
+    _check_protocol(protocol)
+    flags = 0x02 if clean_session else 0x00  # "clean start" in MQTT 5, same bit
+    props = NO_PROPERTIES if protocol == 5 else b""
+    body = (
+        utf8("MQTT")
+        + bytes([protocol, flags])
+        + keepalive.to_bytes(2, "big")
+        + props
+        + utf8(client_id)
+    )
     return b"\x10" + remaining_length(len(body)) + body
 
 
-def subscribe(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
-    body = packet_id.to_bytes(2, "big") + b"".join(utf8(f) + bytes([q]) for f, q in filters)
+def subscribe(packet_id: int, filters: list[tuple[str, int]], protocol: int = 4) -> bytes:
+    """SUBSCRIBE; with MQTT 5 an empty properties block and options byte = the maximum QoS
+    (no-local, retain-as-published and retain handling all 0)."""
+    _check_protocol(protocol)
+    props = NO_PROPERTIES if protocol == 5 else b""
+    body = packet_id.to_bytes(2, "big") + props + b"".join(utf8(f) + bytes([q]) for f, q in filters)
     return b"\x82" + remaining_length(len(body)) + body
 
 
@@ -90,16 +144,19 @@ class PublishLayout:
 
     `head` is the fixed header (type byte and remaining length), `size` the whole packet,
     `topic_at` where the topic string (with its length prefix) starts, `packet_id_at` where the
-    packet id is (QoS 1 only) and `payload_at` where the payload starts.
+    packet id is (QoS 1 only), `properties_at` where the MQTT 5 properties block (with its
+    length) starts and `payload_at` where the payload starts. `properties` is that whole
+    block, empty for MQTT 3.1.1.
     """
 
     topic_len: int
     payload_len: int
     qos: int
+    properties: bytes = b""
 
     @property
     def variable_len(self) -> int:
-        return 2 + self.topic_len + (2 if self.qos else 0)
+        return 2 + self.topic_len + (2 if self.qos else 0) + len(self.properties)
 
     @property
     def head(self) -> bytes:
@@ -114,6 +171,10 @@ class PublishLayout:
     @property
     def packet_id_at(self) -> int:
         return self.topic_at + 2 + self.topic_len
+
+    @property
+    def properties_at(self) -> int:
+        return self.packet_id_at + (2 if self.qos else 0)
 
     @property
     def payload_at(self) -> int:
@@ -137,16 +198,28 @@ class PublishLayout:
         return struct.Struct(f">{before}x2s{self.size - before - 2}x")
 
 
-def publish_prefix(topic: str, payload_len: int, qos: int) -> bytes:
-    """Every byte of a PUBLISH before its packet id (QoS 1) or payload (QoS 0)."""
+def publish_properties(protocol: int) -> bytes:
+    """The properties block the benchmark's PUBLISHes carry at this protocol level."""
+    _check_protocol(protocol)
+    return PUBLISH_PROPERTIES if protocol == 5 else b""
+
+
+def publish_prefix(topic: str, payload_len: int, qos: int, props: bytes = b"") -> bytes:
+    """Every byte of a PUBLISH before its packet id (QoS 1), or before its payload (QoS 0; this
+    includes the properties block `props`, which for QoS 1 follows the packet id)."""
     raw = topic.encode()
-    layout = PublishLayout(len(raw), payload_len, qos)
-    return layout.head + len(raw).to_bytes(2, "big") + raw
+    layout = PublishLayout(len(raw), payload_len, qos, props)
+    prefix = layout.head + len(raw).to_bytes(2, "big") + raw
+    return prefix if qos else prefix + props
 
 
-def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int = 0) -> bytes:
-    pid = packet_id.to_bytes(2, "big") if qos else b""
-    return publish_prefix(topic, len(payload), qos) + pid + payload
+def publish(
+    topic: str, payload: bytes, qos: int = 0, packet_id: int = 0, props: bytes = b""
+) -> bytes:
+    if not qos:
+        return publish_prefix(topic, len(payload), qos, props) + payload
+    pid = packet_id.to_bytes(2, "big")
+    return publish_prefix(topic, len(payload), qos, props) + pid + props + payload
 
 
 @dataclass(frozen=True)
@@ -181,22 +254,83 @@ def split_packets(buf: bytes | bytearray) -> tuple[list[Packet], int]:
     return packets, pos
 
 
-def parse_connack(body: bytes) -> int:
-    """The CONNACK return code (0 is accepted)."""
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A variable byte integer at `pos`: (value, position after it)."""
+    value, multiplier = 0, 1
+    for i in range(pos, min(pos + 4, len(buf))):
+        digit = buf[i]
+        value += (digit & 0x7F) * multiplier
+        if not digit & 0x80:
+            return value, i + 1
+        multiplier *= 128
+    raise MalformedPacket("truncated or over-long variable byte integer")
+
+
+def skip_properties(body: bytes, pos: int) -> int:
+    """The position just after the MQTT 5 properties block starting at `pos`."""
+    length, start = read_varint(body, pos)
+    end = start + length
+    if end > len(body):
+        raise MalformedPacket("properties longer than the packet")
+    return end
+
+
+def decode_properties(block: bytes) -> list[tuple[int, object]]:
+    """The properties of a whole block (with its length prefix), for the ones the bench checks:
+    Content Type -> str, User Property -> (str, str); any other identifier stops decoding
+    (lengths of other types are not needed) and is returned with the undecoded rest."""
+    length, pos = read_varint(block, 0)
+    end = pos + length
+    out: list[tuple[int, object]] = []
+    while pos < end:
+        ident = block[pos]
+        pos += 1
+        if ident == PROP_CONTENT_TYPE:
+            value, pos = _read_str(block, pos)
+            out.append((ident, value))
+        elif ident == PROP_USER_PROPERTY:
+            key, pos = _read_str(block, pos)
+            value, pos = _read_str(block, pos)
+            out.append((ident, (key, value)))
+        else:
+            out.append((ident, bytes(block[pos:end])))
+            break
+    return out
+
+
+def _read_str(buf: bytes, pos: int) -> tuple[str, int]:
+    if pos + 2 > len(buf):
+        raise MalformedPacket("truncated string")
+    end = pos + 2 + int.from_bytes(buf[pos : pos + 2], "big")
+    if end > len(buf):
+        raise MalformedPacket("truncated string")
+    return bytes(buf[pos + 2 : end]).decode(errors="replace"), end
+
+
+def parse_connack(body: bytes, protocol: int = 4) -> int:
+    """The CONNACK return code (MQTT 5: reason code; 0 is accepted either way). MQTT 5
+    CONNACK properties (Receive Maximum, Topic Alias Maximum, ...) are skipped."""
+    if protocol == 5:
+        if len(body) < 3:
+            raise MalformedPacket(f"MQTT 5 CONNACK body of {len(body)} bytes")
+        skip_properties(body, 2)  # checks the block is well-formed
+        return body[1]
     if len(body) != 2:
         raise MalformedPacket(f"CONNACK body of {len(body)} bytes")
     return body[1]
 
 
-def parse_suback(body: bytes) -> tuple[int, bytes]:
-    """(packet id, granted QoS per filter; 0x80 is failure)."""
-    if len(body) < 3:
+def parse_suback(body: bytes, protocol: int = 4) -> tuple[int, bytes]:
+    """(packet id, granted QoS / reason code per filter; >= 0x80 is failure). MQTT 5 SUBACK
+    properties (a Reason String, ...) are skipped."""
+    pos = skip_properties(body, 2) if protocol == 5 and len(body) >= 3 else 2
+    if len(body) < pos + 1:
         raise MalformedPacket(f"SUBACK body of {len(body)} bytes")
-    return int.from_bytes(body[:2], "big"), body[2:]
+    return int.from_bytes(body[:2], "big"), body[pos:]
 
 
-def parse_publish(flags: int, body: bytes) -> tuple[str, int, int, bytes]:
-    """(topic, qos, packet id or 0, payload)."""
+def parse_publish(flags: int, body: bytes, protocol: int = 4) -> tuple[str, int, int, bytes, bytes]:
+    """(topic, qos, packet id or 0, properties block with its length or b"", payload)."""
     qos = (flags >> 1) & 0x03
     if len(body) < 2:
         raise MalformedPacket("PUBLISH without a topic")
@@ -209,4 +343,8 @@ def parse_publish(flags: int, body: bytes) -> tuple[str, int, int, bytes]:
         pos += 2
     if pos > len(body):
         raise MalformedPacket("PUBLISH shorter than its topic")
-    return topic, qos, packet_id, body[pos:]
+    props = b""
+    if protocol == 5:
+        end = skip_properties(body, pos)
+        props, pos = body[pos:end], end
+    return topic, qos, packet_id, props, body[pos:]

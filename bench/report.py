@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bench import mqttwire
 from bench.measurement import Measurement
 from bench.workloads import WORKLOADS, Options
 
@@ -174,6 +175,15 @@ def cell(metric: Metric, m: Measurement | None) -> str:
     return text
 
 
+def mqtt5_properties() -> str:
+    """The properties every MQTT 5 benchmark PUBLISH carries, for the title."""
+    users = ", ".join(f"{k}={v}" for k, v in mqttwire.PUBLISH_USER_PROPERTIES)
+    return f'Content Type "{mqttwire.PUBLISH_CONTENT_TYPE}", User Properties {users}'
+
+
+V5_CLIENT_METRICS = ("fanin", "fanout", "latency")  # metric prefixes that use --protocol
+
+
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.0%}"
 
@@ -200,8 +210,11 @@ class Report:
         env, opts = self.environment, self.options
         base = self.labels[0]
         cand = self.labels[1] if len(self.labels) > 1 else None
+        title = "# thingcore broker benchmark"
+        if opts.protocol == 5:
+            title += f" with MQTT 5 clients (PUBLISH properties: {mqtt5_properties()})"
         lines = [
-            "# thingcore broker benchmark",
+            title,
             "",
             f"- Date: {env['date']} ({self.mode}, {self.elapsed / 60:.1f} min)",
             f"- Command: `{self.command}`",
@@ -214,6 +227,7 @@ class Report:
             f"lasts {opts.step_seconds:g} s and passes with p99 < {opts.p99_limit_ms:g} ms and "
             f"≥ {opts.min_delivered:.0%} delivered; same limits for both brokers (max in-flight "
             "20, max queued 1000, no persistence).",
+            f"- Protocol: {self._protocol_line()}",
             "",
         ]
         header = ["Workload", *self.labels]
@@ -276,6 +290,19 @@ class Report:
         lines.append("")
         return "\n".join(lines)
 
+    def _protocol_line(self) -> str:
+        if self.options.protocol != 5:
+            return "MQTT 3.1.1 (protocol level 4) for every client."
+        line = (
+            "MQTT 5 (protocol level 5) for the fan-in, fan-out and latency clients: CONNECT and "
+            "SUBSCRIBE with empty properties, every PUBLISH with a Content Type and two User "
+            "Properties (a 45-byte properties block), short 2-byte PUBACKs; a forwarded PUBLISH "
+            "without them counts as not delivered."
+        )
+        if any(not k.startswith(V5_CLIENT_METRICS) for k in self.metrics()):
+            line += " The idle and connection-rate clients stay on MQTT 3.1.1."
+        return line
+
     def _measurement_notes(self) -> list[str]:
         out: list[str] = []
         busy_limit = 0.10
@@ -333,9 +360,12 @@ class Report:
 
     def write(self, directory: Path, stamp: datetime) -> Sequence[Path]:
         """Write latest.md/.json (latest-quick.* for a quick run, so a smoke run never replaces
-        the last full one) and a dated copy of each; returns the paths written."""
+        the last full one; latest-v5.* / latest-quick-v5.* with MQTT 5 clients, so they never
+        replace MQTT 3.1.1 results) and a dated copy of each; returns the paths written."""
         directory.mkdir(parents=True, exist_ok=True)
         suffix = "" if self.mode == "full" else f"-{self.mode}"
+        if self.options.protocol == 5:
+            suffix += "-v5"
         dated = stamp.strftime("%Y-%m-%d_%H%M%S") + suffix
         md, js = self.markdown(), json.dumps(self.to_json(), indent=2, default=str) + "\n"
         paths = []

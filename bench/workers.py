@@ -46,6 +46,7 @@ class PublisherSpec:
     payload_size: int
     window: int = 20
     keepalive: int = 300
+    protocol: int = 4  # MQTT protocol level: 4 (3.1.1) or 5
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class SubscriberSpec:
     payload_size: int
     keepalive: int = 300
     coarse: bool = False  # read send stamps at 65.536 µs resolution (cheaper)
+    protocol: int = 4  # MQTT protocol level: 4 (3.1.1) or 5
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ async def _start_publishers(spec: PublisherSpec) -> list[Publisher]:
             payload_size=spec.payload_size,
             window=spec.window,
             keepalive=spec.keepalive,
+            protocol=spec.protocol,
         )
         for cid, topic in zip(spec.client_ids, spec.topics, strict=True)
     ]
@@ -284,7 +287,9 @@ async def _start_publishers(spec: PublisherSpec) -> list[Publisher]:
 
 
 async def _start_subscribers(spec: SubscriberSpec, recorder: Recorder) -> list[Subscriber]:
-    layout = mqttwire.PublishLayout(spec.topic_len, spec.payload_size, spec.qos)
+    layout = mqttwire.PublishLayout(
+        spec.topic_len, spec.payload_size, spec.qos, mqttwire.publish_properties(spec.protocol)
+    )
     subs = [
         Subscriber(
             cid,
@@ -294,6 +299,7 @@ async def _start_subscribers(spec: SubscriberSpec, recorder: Recorder) -> list[S
             recorder=recorder,
             keepalive=spec.keepalive,
             coarse=spec.coarse,
+            protocol=spec.protocol,
         )
         for cid in spec.client_ids
     ]

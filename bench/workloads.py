@@ -61,6 +61,7 @@ class Options:
     disturbed: float = 0.10  # CPU (of a core) used by other processes that spoils a measurement
     retries: int = 2  # how often a spoilt failing step, latency run or connrate run is repeated
     quiet_wait: float = 0.0  # before those repeats, wait up to this long for a quiet machine
+    protocol: int = 4  # MQTT protocol level of the ramp and latency clients: 4 (3.1.1) or 5
 
     @classmethod
     def quick(cls, **overrides: Any) -> Options:
@@ -195,7 +196,8 @@ class StepRunner:
                 f", delivered {result.delivered:6.1%}, p99 {_ms(result.p99_ms)}"
                 f", load CPU {cpu.load:4.0%} ({split}), broker CPU {cpu.broker:4.0%}"
                 f", other {cpu.other:4.0%}"
-                f"{'' if passed else '  (missed)'}"
+                + (f", {collected.foreign} foreign so far" if collected.foreign else "")
+                + f"{'' if passed else '  (missed)'}"
             )
         self.broker.check_alive()
         return result
@@ -274,6 +276,7 @@ def _start_pubsub(
         topic_len=len(topics[0]),
         payload_size=opts.payload_size,
         coarse=not combined,
+        protocol=opts.protocol,
     )
     pub_spec = PublisherSpec(
         host=broker.host,
@@ -283,6 +286,7 @@ def _start_pubsub(
         qos=qos,
         payload_size=opts.payload_size,
         window=20,
+        protocol=opts.protocol,
     )
     if combined:
         both = Worker(ClientsSpec(pub_spec, sub_spec), opts.load_cpu, f"clients({segment})")
@@ -372,6 +376,7 @@ def _ramp_measurement(
         "publishers": ramp.publishers,
         "subscribers": ramp.subscribers,
         "qos": ramp.qos,
+        "protocol": opts.protocol,
         "first_failed_step": failed.to_json() if failed else None,
     }
     if best is None:
@@ -419,7 +424,7 @@ def run_latency(broker: RunningBroker, opts: Options, tag: str, log: Log) -> lis
                 if not _disturbed(tries[-1].other_cpu, opts, log, attempt):
                     break
             result = min(tries, key=lambda r: r.other_cpu)
-        details = {"step": result.to_json(), "qos": qos}
+        details = {"step": result.to_json(), "qos": qos, "protocol": opts.protocol}
         for pct, value in (("p50", result.p50_ms), ("p99", result.p99_ms)):
             out.append(
                 Measurement(
