@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
+from broker import connection as connection_module
 from broker.auth import ConnectionInfo, Identity
 from broker.codec import (
     Connect,
@@ -310,6 +311,10 @@ def test_outbound_topic_aliases_up_to_the_client_maximum(
         ("", 1, b"a"),
         ("", 2, b"b"),
     ]
+    # The alias tables belong to this connection, not to the placeholder every 3.1.1
+    # connection shares until an MQTT 5 CONNECT gives it its own.
+    assert connection_module._NO_ALIASES_OUT == {}
+    assert connection_module._NO_ALIASES_IN == {}
 
 
 def test_no_outbound_aliases_without_the_client_asking(
