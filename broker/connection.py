@@ -422,50 +422,20 @@ class Connection(asyncio.Protocol):
         """Handle a PUBLISH; the hot path, so it decodes in place instead of via the codec."""
         broker = self.broker
         broker.stats.messages_received += 1
-        qos = (first >> 1) & 3
-        if qos == 3:
-            raise MalformedPacket("PUBLISH with QoS 3 [3.3.1-4]")
-        if qos == 0 and first & 8:
-            raise MalformedPacket("PUBLISH with DUP set at QoS 0 [3.3.1-2]")
-        if stop - start < 2:
-            raise MalformedPacket("PUBLISH ends before its topic name")
-        tstart = start + 2
-        tend = tstart + ((view[start] << 8) | view[start + 1])
-        if tend > stop:
-            raise MalformedPacket("PUBLISH ends inside its topic name")
-        topic_bytes = bytes(view[tstart:tend])
-        topic = broker.topic_cache.get(topic_bytes)
-        if topic is None:
-            topic = codec.decode_utf8(topic_bytes)
-            validate_topic_name(topic, broker.topic_limits)
-            broker.remember_topic(topic_bytes, topic)
+        qos, tend, pid, after = _publish_header(first, view, start, stop)
+        topic_bytes = view[start + 2 : tend]
+        topic = self._topic(topic_bytes)
         retain = bool(first & 1)
         session = self.session
         assert session is not None  # noqa: S101 - checked by data_received
-        if qos:
-            if tend + 2 > stop:
-                raise MalformedPacket("PUBLISH ends inside its packet identifier")
-            pid = (view[tend] << 8) | view[tend + 1]
-            if pid == 0:
-                raise MalformedPacket("packet identifier 0 is not allowed [2.3.1-1]")
-            payload = bytes(view[tend + 2 : stop])
-            raw = None
-        else:
-            pid = 0
-            payload = bytes(view[tend:stop])
-            # A received QoS 0 non-retained PUBLISH is already the packet to forward.
-            raw = None if retain else bytes(view[pos:stop])
+        payload = view[after:stop]
+        # A received QoS 0 non-retained PUBLISH is already the packet to forward.
+        raw = view[pos:stop] if not qos and not retain else None
         identity = session.identity
         allowed = broker.hooks.may_publish(identity, topic, retain)
-        if qos == 2:
-            if pid in session.inbound_qos2:
-                # A retransmission of a message we already routed: acknowledge only [4.3.3].
-                self.write(codec.encode_pubrec(pid))
-                return
-            if len(session.inbound_qos2) >= broker.settings.max_inbound_qos2:
-                raise ProtocolViolation(
-                    f"more than {broker.settings.max_inbound_qos2} QoS 2 messages awaiting PUBREL"
-                )
+        if qos == 2 and self._repeated_qos2(session, pid):
+            self.write(codec.encode_pubrec(pid))
+            return
         if allowed:
             message = Message(
                 topic,
@@ -488,6 +458,30 @@ class Connection(asyncio.Protocol):
             session.inbound_qos2.add(pid)
             self.write(codec.encode_pubrec(pid))
 
+    def _topic(self, topic_bytes: bytes) -> str:
+        """The topic name in a PUBLISH, validated once and then found in the broker's cache."""
+        broker = self.broker
+        topic = broker.topic_cache.get(topic_bytes)
+        if topic is None:
+            topic = codec.decode_utf8(topic_bytes)
+            validate_topic_name(topic, broker.topic_limits)
+            broker.remember_topic(topic_bytes, topic)
+        return topic
+
+    def _repeated_qos2(self, session: Session, pid: int) -> bool:
+        """True for a retransmission of a QoS 2 message already routed (acknowledge only
+        [4.3.3]); raises when the client has more awaiting PUBREL than we allow."""
+        if pid in session.inbound_qos2:
+            return True
+        limit = self.broker.settings.max_inbound_qos2
+        if len(session.inbound_qos2) >= limit:
+            # [3.3.4-9] MQTT 5 calls this exceeding our Receive Maximum.
+            raise ProtocolViolation(
+                f"more than {limit} QoS 2 messages awaiting PUBREL",
+                ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+            )
+        return False
+
     def _on_publish_v5(self, first: int, body: bytes) -> None:
         """An MQTT 5 PUBLISH: properties, topic aliases and reason codes in the acks.
 
@@ -498,26 +492,8 @@ class Connection(asyncio.Protocol):
         broker = self.broker
         settings = broker.settings
         broker.stats.messages_received += 1
-        qos = (first >> 1) & 3
-        if qos == 3:
-            raise MalformedPacket("PUBLISH with QoS 3 [3.3.1-4]")
-        if qos == 0 and first & 8:
-            raise MalformedPacket("PUBLISH with DUP set at QoS 0 [3.3.1-2]")
         n = len(body)
-        if n < 2:
-            raise MalformedPacket("PUBLISH ends before its topic name")
-        tend = 2 + ((body[0] << 8) | body[1])
-        if tend > n:
-            raise MalformedPacket("PUBLISH ends inside its topic name")
-        pos = tend
-        pid = 0
-        if qos:
-            if pos + 2 > n:
-                raise MalformedPacket("PUBLISH ends inside its packet identifier")
-            pid = (body[pos] << 8) | body[pos + 1]
-            if pid == 0:
-                raise MalformedPacket("packet identifier 0 is not allowed [2.3.1-1]")
-            pos += 2
+        qos, tend, pid, pos = _publish_header(first, body, 0, n)
         if pos >= n:
             raise MalformedPacket("PUBLISH ends before its property length [3.3.2.3]")
         length = body[pos]
@@ -541,16 +517,8 @@ class Connection(asyncio.Protocol):
         payload = body[block_end:]
         alias = props.topic_alias
         topic_bytes = body[2:tend]
-        topic = ""
-        if topic_bytes:
-            known_topic = broker.topic_cache.get(topic_bytes)
-            if known_topic is None:
-                topic = codec.decode_utf8(topic_bytes)
-                validate_topic_name(topic, broker.topic_limits)
-                broker.remember_topic(topic_bytes, topic)
-            else:
-                topic = known_topic
-        elif alias is None:
+        topic = self._topic(topic_bytes) if topic_bytes else ""
+        if not topic_bytes and alias is None:
             raise ProtocolViolation("PUBLISH without a topic name or a topic alias [3.3.2.1]")
         if alias is not None:
             if alias > settings.max_topic_alias:
@@ -580,16 +548,9 @@ class Connection(asyncio.Protocol):
                 f"PUBLISH at QoS {qos} above the maximum {settings.max_qos}",
                 ReasonCode.QOS_NOT_SUPPORTED,
             )
-        if qos == 2:
-            if pid in session.inbound_qos2:
-                self.write(codec.encode_ack_v5(PacketType.PUBREC, pid))
-                return
-            if len(session.inbound_qos2) >= settings.max_inbound_qos2:
-                # [3.3.4-9] more unacknowledged QoS 2 messages than our Receive Maximum.
-                raise ProtocolViolation(
-                    f"more than {settings.max_inbound_qos2} QoS 2 messages awaiting PUBREL",
-                    ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
-                )
+        if qos == 2 and self._repeated_qos2(session, pid):
+            self.write(codec.encode_ack_v5(PacketType.PUBREC, pid))
+            return
         reason: int = ReasonCode.SUCCESS
         if props.payload_format_indicator == 1:
             try:
@@ -832,3 +793,28 @@ class Connection(asyncio.Protocol):
             self.write(codec.encode_unsuback_v5(packet.packet_id, codes))
         else:
             self.write(codec.encode_unsuback(packet.packet_id))
+
+
+def _publish_header(first: int, data: bytes, start: int, stop: int) -> tuple[int, int, int, int]:
+    """Check a PUBLISH's fixed-header flags, topic length and packet id in place [3.3.1-3.3.2].
+
+    Returns ``(qos, end of topic, packet id or 0, position after the packet id)``.
+    """
+    qos = (first >> 1) & 3
+    if qos == 3:
+        raise MalformedPacket("PUBLISH with QoS 3 [3.3.1-4]")
+    if qos == 0 and first & 8:
+        raise MalformedPacket("PUBLISH with DUP set at QoS 0 [3.3.1-2]")
+    if stop - start < 2:
+        raise MalformedPacket("PUBLISH ends before its topic name")
+    tend = start + 2 + ((data[start] << 8) | data[start + 1])
+    if tend > stop:
+        raise MalformedPacket("PUBLISH ends inside its topic name")
+    if not qos:
+        return 0, tend, 0, tend
+    if tend + 2 > stop:
+        raise MalformedPacket("PUBLISH ends inside its packet identifier")
+    pid = (data[tend] << 8) | data[tend + 1]
+    if pid == 0:
+        raise MalformedPacket("packet identifier 0 is not allowed [2.3.1-1]")
+    return qos, tend, pid, tend + 2
