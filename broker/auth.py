@@ -7,8 +7,8 @@ path. The default lets everyone do everything; the identity issue supplies X.509
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from broker.codec import Connect, ConnectReturnCode
 
@@ -32,6 +32,8 @@ class Identity:
     client_id: str
     principal: str | None = None
     thing: str | None = None
+    context: Any = field(default=None, compare=False)
+    """The hooks' own per-session state (e.g. a policy decision cache); None after a restore."""
 
 
 class AuthHooks(Protocol):
@@ -46,6 +48,9 @@ class AuthHooks(Protocol):
     def may_subscribe(self, identity: Identity, topic_filter: str) -> bool: ...
 
     def may_receive(self, identity: Identity, topic: str) -> bool: ...
+
+    def recheck(self, identity: Identity) -> str | None:
+        """Why a connected session may no longer stay connected (None: it may)."""
 
 
 class AllowAll:
@@ -64,3 +69,6 @@ class AllowAll:
 
     def may_receive(self, identity: Identity, topic: str) -> bool:
         return True
+
+    def recheck(self, identity: Identity) -> str | None:
+        return None

@@ -67,6 +67,11 @@ class BrokerSettings:
     """Seconds between periodic snapshots (one is always written on clean shutdown)."""
     snapshot_file: str = "broker-snapshot.json"
 
+    lifecycle_events: bool = True
+    """Publish AWS's presence and subscription events on ``$aws/events/...``."""
+    lifecycle_version_ttl: float = 3600.0
+    """Seconds after a client's last disconnect when its event ``versionNumber`` restarts."""
+
     shutdown_timeout: float = 5.0
     log_interval: float = 10.0
     """Minimum seconds between two log lines about the same kind of bad client behaviour."""

@@ -436,22 +436,31 @@ class Connection(asyncio.Protocol):
         if qos == 2 and self._repeated_qos2(session, pid):
             self.write(codec.encode_pubrec(pid))
             return
-        if allowed:
-            message = Message(
-                topic,
-                payload,
-                qos,
-                retain,
-                client_id=identity.client_id,
-                principal=identity.principal,
-                thing=identity.thing,
-                topic_bytes=topic_bytes,
-                raw_qos0=raw,
-                received_at=broker.wall_clock(),
-            )
-            broker.publish(message)
-        else:
+        if not allowed:
+            # AWS closes a 3.1.1 connection that publishes where its policy does not allow
+            # (reference 4.4): 3.1.1 has no way to refuse a single PUBLISH.
             broker.stats.messages_dropped_not_authorized += 1
+            broker.log.warning(
+                "publish_denied",
+                "closing the connection of %s: not authorized to publish to %r",
+                self.describe(),
+                topic,
+            )
+            self.abort("AUTH_ERROR")
+            return
+        message = Message(
+            topic,
+            payload,
+            qos,
+            retain,
+            client_id=identity.client_id,
+            principal=identity.principal,
+            thing=identity.thing,
+            topic_bytes=topic_bytes,
+            raw_qos0=raw,
+            received_at=broker.wall_clock(),
+        )
+        broker.publish(message)
         if qos == 1:
             self.write(codec.encode_puback(pid))
         elif qos == 2:
@@ -713,6 +722,9 @@ class Connection(asyncio.Protocol):
             session.receive_maximum = settings.max_inflight
             self.session = session
             self.write(codec.encode_connack(present, ConnectReturnCode.ACCEPTED))
+        broker.lifecycle.connected(
+            client_id, verdict.principal, self.peer[0] if self.peer is not None else None
+        )
         if present:
             session.resume()
 
@@ -774,6 +786,10 @@ class Connection(asyncio.Protocol):
             self.write(codec.encode_suback_v5(packet.packet_id, codes))
         else:
             self.write(codec.encode_suback(packet.packet_id, codes))
+        accepted = [f for (f, _), code in zip(packet.topics, codes, strict=True) if code < 0x80]
+        broker.lifecycle.subscriptions(
+            session.client_id, session.identity.principal, accepted, subscribed=True
+        )
         # [3.3.1.3] retained messages follow the SUBACK, with RETAIN set.
         now = time.time()
         for topic_filter, options in granted:
@@ -793,6 +809,12 @@ class Connection(asyncio.Protocol):
             self.write(codec.encode_unsuback_v5(packet.packet_id, codes))
         else:
             self.write(codec.encode_unsuback(packet.packet_id))
+        unsubscribed = [
+            f for f, code in zip(packet.topics, codes, strict=True) if code == ReasonCode.SUCCESS
+        ]
+        self.broker.lifecycle.subscriptions(
+            session.client_id, session.identity.principal, unsubscribed, subscribed=False
+        )
 
 
 def _publish_header(first: int, data: bytes, start: int, stop: int) -> tuple[int, int, int, int]:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -23,7 +24,15 @@ from broker.auth import AllowAll, AuthHooks, Identity
 from broker.bus import InProcessBus
 from broker.config import BrokerSettings
 from broker.connection import Connection
-from broker.listeners import ListenerSpec, server_ssl_context, start_listener
+from broker.lifecycle import Lifecycle
+from broker.listeners import (
+    Listener,
+    ListenerSpec,
+    StaticTlsContext,
+    TlsContextSource,
+    server_ssl_context,
+    start_listener,
+)
 from broker.message import Message
 from broker.properties import Properties
 from broker.reason_codes import ReasonCode
@@ -49,10 +58,13 @@ class Broker:
         *,
         data_dir: Path | None = None,
         hooks: AuthHooks | None = None,
+        tls: TlsContextSource | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
         self.hooks: AuthHooks = hooks if hooks is not None else AllowAll()
+        self.tls = tls
+        """Server TLS contexts for the TLS listener; None builds one from the tls_* settings."""
         self.stats = BrokerStats()
         self.log = RateLimitedLog(settings.log_interval)
         self.router = Router()
@@ -63,11 +75,15 @@ class Broker:
         self.topic_cache: dict[bytes, str] = {}
         self.property_cache: dict[bytes, tuple[Properties, Properties | None]] = {}
         self.bus = InProcessBus(self)
+        self.lifecycle = Lifecycle(
+            self, enabled=settings.lifecycle_events, version_ttl=settings.lifecycle_version_ttl
+        )
         self.ports: dict[str, int] = {}
         """Bound port per listener name ("mqtt", "mqtts"), known once started."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._dirty: list[Connection] = []
         self._expiring: set[Session] = set()
         """Offline sessions with a finite expiry interval, checked by housekeeping."""
@@ -117,17 +133,31 @@ class Broker:
         if s.port is not None:
             specs.append(ListenerSpec("mqtt", s.host, s.port))
         if s.tls_port is not None:
-            if s.tls_certfile is None:
-                raise ConfigError("tls_port is set but tls_certfile is not: give the server cert")
-            context = server_ssl_context(s.tls_certfile, s.tls_keyfile, s.tls_client_cafile)
-            specs.append(ListenerSpec("mqtts", s.host, s.tls_port, context))
+            source = self.tls
+            if source is None:
+                if s.tls_certfile is None:
+                    raise ConfigError(
+                        "tls_port is set but tls_certfile is not: give the server certificate"
+                    )
+                source = StaticTlsContext(
+                    server_ssl_context(s.tls_certfile, s.tls_keyfile, s.tls_client_cafile)
+                )
+            specs.append(ListenerSpec("mqtts", s.host, s.tls_port, source))
         return specs
+
+    def spawn_handshake(self, handshake: Coroutine[None, None, None]) -> None:
+        """Run a TLS handshake task that ``stop`` cancels if it is still going."""
+        task = self.loop.create_task(handshake)
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     async def stop(self) -> None:
         if self._stopping:
             return
         self._stopping = True
         await self._close_servers()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         for session in self.sessions.values():
             if session.will_timer is not None:
                 session.will_timer.cancel()
@@ -207,6 +237,9 @@ class Broker:
         if session is None:
             return
         conn.session = None
+        self.lifecycle.disconnected(
+            session.client_id, session.identity.principal, conn.disconnect_reason
+        )
         will = conn.will
         conn.will = None
         if session.connection is conn:
@@ -276,6 +309,7 @@ class Broker:
             old = existing.connection
             self.stats.takeovers += 1
             old.send_disconnect(ReasonCode.SESSION_TAKEN_OVER)  # MQTT 5 only
+            old.disconnect_reason = "DUPLICATE_CLIENTID"
             self._end_connection(old)
             if old.limits is not None:
                 old.close("DUPLICATE_CLIENTID")
@@ -428,6 +462,26 @@ class Broker:
             ):
                 self.stats.sessions_expired += 1
                 self._discard_session(session)
+        self.lifecycle.prune()
+
+    def recheck_sessions(self) -> int:
+        """Disconnect every session the auth hooks no longer admit (a revoked or deactivated
+        certificate, a detached policy); MQTT 5 clients get 0x98 Administrative action.
+        Returns how many were disconnected."""
+        kicked = 0
+        for conn in list(self.connections):
+            session = conn.session
+            if session is None:
+                continue
+            why = self.hooks.recheck(session.identity)
+            if why is None:
+                continue
+            kicked += 1
+            self.stats.kicked_by_policy += 1
+            log.warning("disconnecting %s: %s", conn.describe(), why)
+            conn.will = None  # the principal is no longer trusted to publish it
+            conn.close("AUTH_ERROR", ReasonCode.ADMINISTRATIVE_ACTION, why)
+        return kicked
 
     # -- snapshots -------------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ class BrokerStats:
     messages_expired: int = 0
     messages_dropped_too_large: int = 0
     bus_handler_errors: int = 0
+    tls_handshake_failures: int = 0
+    kicked_by_policy: int = 0
+    lifecycle_events: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

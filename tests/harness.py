@@ -34,6 +34,9 @@ TEST_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 2.0,
     "snapshot_interval": 0,
     "log_interval": 0,
+    # Lifecycle events would reach tests' `$aws/#` and `#`-style subscriptions; the tests of
+    # the events themselves switch them on.
+    "lifecycle_events": False,
 }
 
 

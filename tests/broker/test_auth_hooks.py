@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from broker.auth import ConnectionInfo, Identity
-from broker.codec import ConnAck, Connect, ConnectReturnCode, PubComp, Publish, PubRec, PubRel, Will
+from broker.codec import ConnAck, Connect, ConnectReturnCode, Publish, Will
 from broker.message import Message
-from tests.broker.rawclient import ClientPool, RawClient, StartBroker, client_pool
+from tests.broker.rawclient import ClientPool, ConnectionClosed, RawClient, StartBroker, client_pool
 from tests.harness import RunningBroker
 
 
@@ -116,34 +116,33 @@ def test_connection_info_carries_peer_address_and_no_tls(
     assert connect.client_id == f"{name}-c"
 
 
-def test_denied_publish_not_routed_but_acknowledged(
-    start_broker: StartBroker, clients: ClientPool, name: str
+@pytest.mark.parametrize(
+    ("qos", "retain"), [(0, False), (1, False), (2, False), (1, True)], ids=str
+)
+def test_denied_publish_closes_a_311_connection_and_is_not_routed(
+    start_broker: StartBroker, clients: ClientPool, name: str, qos: int, retain: bool
 ) -> None:
     hooks = PolicyHooks(name)
     broker = start_broker(hooks=hooks)
     sub = connected(clients, broker, f"{name}-sub")
     sub.subscribe((f"{name}/#", 2))
     pub = connected(clients, broker, f"{name}-pub", username="bob", password=b"right")
-    # The acknowledgements still flow, so the client carries on [MQTT 3.1.1 has no way to say no].
-    pub.publish(hooks.forbidden_topic, b"q0", qos=0)
-    pub.publish(hooks.forbidden_topic, b"q1", qos=1, packet_id=1)
-    pub.send(Publish(hooks.forbidden_topic, b"q2", qos=2, packet_id=2))
-    assert pub.recv_packet() == PubRec(2)
-    pub.send(PubRel(2))
-    assert pub.recv_packet() == PubComp(2)
-    pub.publish(hooks.forbidden_topic, b"retained", qos=1, packet_id=3, retain=True)
     pub.publish(f"{name}/allowed", b"fine", qos=1, packet_id=4)
     got = sub.recv_publish()
     assert (got.topic, got.payload) == (f"{name}/allowed", b"fine")
+    # AWS closes the connection (reference 4.4): MQTT 3.1.1 has no way to refuse one PUBLISH.
+    pub.send(Publish(hooks.forbidden_topic, b"denied", qos=qos, packet_id=5, retain=retain))
+    with pytest.raises(ConnectionClosed):
+        pub.recv_packet()
     sub.expect_nothing(0.2)
-    assert broker.stats()["messages_dropped_not_authorized"] == 4
+    assert broker.stats()["messages_dropped_not_authorized"] == 1
     # The hook saw who published, as authenticate named them, and the retain flag.
-    identity, topic, retain = hooks.publish_checks[3]
-    assert (identity.client_id, identity.principal, topic, retain) == (
+    identity, topic, seen_retain = hooks.publish_checks[-1]
+    assert (identity.client_id, identity.principal, topic, seen_retain) == (
         f"{name}-pub",
         "bob",
         hooks.forbidden_topic,
-        True,
+        retain,
     )
     # A denied retained publish is not stored either.
     late = connected(clients, broker, f"{name}-late")
