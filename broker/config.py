@@ -17,12 +17,14 @@ class BrokerSettings:
     """Address the plain MQTT listener binds (127.0.0.1: local tools only)."""
     port: int | None = 1884
     """Plain MQTT port; 1883 is left to a Mosquitto on the same machine. None disables it."""
-    tls_port: int | None = None
-    """MQTT over TLS port (8883 once identity lands); None disables the TLS listener."""
+    tls_port: int | None = 8883
+    """MQTT over mutual TLS (devices, as on AWS IoT Core); None disables the TLS listener."""
     tls_certfile: Path | None = None
+    """Server certificate for a broker run without the registry (``thingcore serve`` uses
+    the development CA's and trusts the registered CAs instead)."""
     tls_keyfile: Path | None = None
     tls_client_cafile: Path | None = None
-    """CA bundle that client certificates must chain to; set to require client certificates."""
+    """CA bundle that client certificates must chain to (broker without the registry)."""
 
     max_connections: int = 100_000
     max_packet_size: int = 1_048_576

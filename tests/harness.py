@@ -30,6 +30,7 @@ T = TypeVar("T")
 TEST_DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 0,
+    "tls_port": None,
     "housekeeping_interval": 0.05,
     "connect_timeout": 2.0,
     "snapshot_interval": 0,

@@ -1,8 +1,11 @@
 """Assembles the thingcore process and runs it until a signal says stop.
 
-Start order: data directory, broker (restores its snapshot, then listens). Later issues add the
-registry, shadows and rules between them. Stop order is the reverse, written down by the
-``AsyncExitStack``: the broker stops listening, disconnects clients and writes its snapshot.
+Start order: data directory, identity (database and migrations, the development CA and server
+certificate, the first registry snapshot, in a worker thread), then the broker (restores its
+snapshot and listens, with the identity service's auth hooks and TLS trust), then the change
+feed. Later issues add shadows and rules after the broker. Stop order is the reverse, written
+down by the ``AsyncExitStack``: the feed stops, the broker stops listening, disconnects clients
+and writes its snapshot, then the database is closed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 
 from broker.server import Broker
+from registry.identity import IdentityService
 from thingcore.config import Settings
 
 log = logging.getLogger("thingcore")
@@ -28,13 +32,24 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = Broker(settings.broker, data_dir=settings.data_dir)
+        self.identity = IdentityService(
+            settings.registry, settings.data_dir, host=settings.broker.host
+        )
+        self.broker = Broker(
+            settings.broker,
+            data_dir=settings.data_dir,
+            hooks=self.identity.authorizer,
+            tls=self.identity,
+        )
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> App:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.identity)
             await stack.enter_async_context(self.broker)
+            self.identity.follow(self.broker)
+            stack.push_async_callback(self.identity.stop_following)
             self._stack = stack.pop_all()
         return self
 
@@ -64,15 +79,19 @@ async def serve(settings: Settings, on_ready: Callable[[App], None] | None = Non
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
-    def request_stop() -> None:
+    def request_stop(sig: signal.Signals) -> None:
         if stop.is_set():
-            log.warning("second interrupt: exiting without a clean shutdown")
-            sys.exit(130)
+            # Only a second Ctrl+C forces the exit: a supervisor may deliver SIGTERM twice
+            # (to the process and to its group), and that must still shut down cleanly.
+            if sig == signal.SIGINT:
+                log.warning("second interrupt: exiting without a clean shutdown")
+                sys.exit(130)
+            return
         log.info("shutting down (press Ctrl+C again to force)")
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, request_stop)
+        loop.add_signal_handler(sig, request_stop, sig)
     try:
         async with App(settings) as app:
             if on_ready is not None:

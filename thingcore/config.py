@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from broker.config import BrokerSettings
+from registry.config import RegistrySettings
 from thingcore.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     """Where the database, certificates, snapshots, buckets and queues live."""
     log_level: LogLevel = "INFO"
     broker: BrokerSettings = BrokerSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @classmethod
     def settings_customise_sources(

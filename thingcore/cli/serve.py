@@ -22,6 +22,10 @@ def serve(
     port: int | None = typer.Option(
         None, help="Plain MQTT port (default 1884, or THINGCORE_BROKER__PORT); 0 picks a free one."
     ),
+    tls_port: int | None = typer.Option(
+        None,
+        help="Mutual-TLS MQTT port for devices (default 8883, or THINGCORE_BROKER__TLS_PORT).",
+    ),
     data_dir: Path | None = typer.Option(
         None, help="Data directory (default ./var, or THINGCORE_DATA_DIR)."
     ),
@@ -29,7 +33,11 @@ def serve(
         None, help="DEBUG, INFO, WARNING or ERROR (default INFO, or THINGCORE_LOG_LEVEL)."
     ),
 ) -> None:
-    """Start thingcore in the foreground: the MQTT broker on its listeners.
+    """Start thingcore in the foreground: the MQTT broker on its listeners, and the registry.
+
+    On first start it creates the development CA and the server certificate under the data
+    directory and the registry database (SQLite, or PostgreSQL by THINGCORE_REGISTRY__DATABASE_URL).
+    Devices connect with mutual TLS on the TLS port; local tools use the plain port.
 
     Settings come from THINGCORE_* environment variables and an optional thingcore.toml;
     these options override both. Ctrl+C shuts down cleanly (sessions and retained messages
@@ -41,6 +49,8 @@ def serve(
         broker["host"] = host
     if port is not None:
         broker["port"] = port
+    if tls_port is not None:
+        broker["tls_port"] = tls_port
     if broker:
         overrides["broker"] = broker
     if data_dir is not None:
@@ -63,6 +73,12 @@ def serve(
             f"thingcore {thingcore.__version__} serving {listeners}; data in {settings.data_dir}/",
             highlight=False,
         )
+        if "mqtts" in app.broker.ports:
+            console.print(
+                "Register a device: thingcore things create NAME --with-cert --policy POLICY"
+                f" (devices trust {app.identity.registry.ca_dir}/ca.crt)",
+                highlight=False,
+            )
         console.print("Press Ctrl+C to stop.", style="dim")
 
     run(settings, ready)

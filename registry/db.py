@@ -1,0 +1,125 @@
+"""Opening the registry database and bringing its schema up to date with Alembic.
+
+SQLite (the default, a file in the data directory) runs in WAL mode so the CLI can write while
+a server reads; PostgreSQL is reached through psycopg. Both get the same migrations, applied on
+open, so a newer thingcore upgrades an older database in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from registry.errors import DatabaseError
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (the ``postgres`` extra installs it)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+class Database:
+    """An engine on the registry database, migrated to the newest schema by ``open()``."""
+
+    def __init__(
+        self, url: str, *, schema: str | None = None, sqlite_synchronous: str = "NORMAL"
+    ) -> None:
+        self.url = normalise_url(url)
+        self.schema = schema
+        self.is_sqlite = self.url.startswith("sqlite")
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise DatabaseError(f"database schema {schema!r} must be a lower-case SQL identifier")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+            if schema is not None:
+                kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise DatabaseError(f"cannot use database {self.safe_url}: {exc}") from exc
+        if self.is_sqlite:
+            synchronous = sqlite_synchronous.upper()
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute(f"PRAGMA synchronous={synchronous}")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+
+    def open(self) -> Database:
+        """Create the database file's folder or the schema, then apply pending migrations."""
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[1] if "///" in self.url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.schema is not None and not self.is_sqlite:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            self.migrate()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot open the registry database {self.safe_url}: {_first_line(exc)}"
+            ) from exc
+        return self
+
+    def migrate(self) -> None:
+        # Alembic narrates every plugin at INFO; the server says itself what it migrated.
+        alembic_log = logging.getLogger("alembic")
+        if alembic_log.level == logging.NOTSET:
+            alembic_log.setLevel(logging.WARNING)
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
