@@ -98,7 +98,7 @@ class RegistryAuthorizer:
                 return NOT_AUTHORIZED
             state = self._session_auth(client_id, cert_id, info.peer_address)
         else:
-            if self.settings.anonymous_policy is None:
+            if not self.settings.anonymous_policy:
                 self._refuse(
                     "anonymous",
                     f"client {client_id!r} refused: anonymous clients are not allowed "
@@ -201,7 +201,7 @@ class RegistryAuthorizer:
 
     def _anonymous_policies(self) -> tuple[PolicyDocument, ...]:
         name = self.settings.anonymous_policy
-        if name is None:
+        if not name:
             return ()
         stored = self.index.policies.get(name)
         if stored is not None:
@@ -293,7 +293,7 @@ class RegistryAuthorizer:
             problem = self.certificate_problem(identity.principal)
             if problem is not None:
                 return problem
-        elif self.settings.anonymous_policy is None:
+        elif not self.settings.anonymous_policy:
             return "anonymous clients are no longer allowed"
         state = self._state(identity)
         decision = self._decide(state, "iot:Connect", self.arns.arn("client", identity.client_id))

@@ -23,7 +23,7 @@ class RegistrySettings:
     server_names: tuple[str, ...] = ()
     """Extra names for the server certificate, e.g. a Raspberry Pi's LAN name or address."""
     anonymous_policy: str | None = DEFAULT_ANONYMOUS_POLICY
-    """Policy for clients of the plain listener (no certificate); None refuses them."""
+    """Policy for clients of the plain listener (no certificate); None or "" refuses them."""
     change_poll_interval: float = 0.2
     """Seconds between reads of the change feed (SQLite; PostgreSQL is notified at once)."""
     policy_cache_size: int = 1000
