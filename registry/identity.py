@@ -63,7 +63,12 @@ class IdentityService:
         self._last_change = 0
         self._broker: Broker | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.listening = asyncio.Event()
+        """Set while a PostgreSQL notification channel is open."""
         self.reloads = 0
+        self.notifications = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -76,11 +81,12 @@ class IdentityService:
         await asyncio.to_thread(self.registry.close)
 
     async def stop_following(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._listener = None
         self._broker = None
 
     def _prepare(self) -> None:
@@ -131,12 +137,37 @@ class IdentityService:
         """Start following the change feed for ``broker``."""
         self._broker = broker
         self._task = asyncio.create_task(self._follow(), name="identity-change-feed")
+        if not self.registry.db.is_sqlite:
+            self._listener = asyncio.create_task(self._listen(), name="identity-change-notify")
+
+    async def _listen(self) -> None:
+        """PostgreSQL: wake the follower as soon as a change commits (migration 0002)."""
+        import psycopg
+
+        url = self.registry.db.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        schema = self.registry.db.schema or "public"
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute("LISTEN thingcore_changes")
+                    self.listening.set()
+                    self._wake.set()  # changes made while not listening are read now
+                    async for notify in conn.notifies():
+                        if notify.payload in (schema, ""):
+                            self.notifications += 1
+                            self._wake.set()
+            except (psycopg.Error, OSError) as exc:
+                self.listening.clear()
+                log.warning("listening for registry changes failed (%s); polling meanwhile", exc)
+                await asyncio.sleep(max(1.0, self.settings.change_poll_interval))
 
     async def _follow(self) -> None:
         interval = self.settings.change_poll_interval
         pruned_at = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
             try:
                 await self.poll()
                 if time.monotonic() - pruned_at > CHANGE_RETENTION / 4:
