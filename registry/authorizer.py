@@ -153,6 +153,7 @@ class RegistryAuthorizer:
     def _refuse(self, key: str, message: str) -> None:
         # One line per certificate per minute: a fleet retrying with a bad certificate must not
         # flood the log, but every distinct refusal is seen.
+        key = f"{key} {message}"
         now = time.monotonic()
         if now - self._refusals.get(key, -1e9) < 60.0:
             return

@@ -26,7 +26,6 @@ from registry.certificates import (
 )
 from registry.clock import now
 from registry.errors import (
-    CertificateConflict,
     CertificateState,
     CertificateValidation,
     DeleteConflict,
@@ -105,6 +104,8 @@ class CertificateStore:
         days: int = 365,
     ) -> dict[str, Any]:
         """CreateKeysAndCertificate: a new key pair and a certificate from the built-in CA."""
+        if key_type not in ("rsa", "ec"):
+            raise InvalidRequest(f"key type {key_type!r} is not rsa (AWS's default) or ec")
         ca = self.development_ca()
         issued = ca.issue(
             common_name or "thingcore device",
@@ -178,7 +179,8 @@ class CertificateStore:
                 wanted = certificate_id(certificate_der(_parse(ca_pem)))
                 cas = [ca for ca in cas if ca.id == wanted]
                 if not cas:
-                    raise ResourceNotFound(
+                    # CertificateValidationException: RegisterCertificate has no "not found".
+                    raise CertificateValidation(
                         f"the CA certificate given ({wanted}) is not registered; "
                         "register it first with `thingcore ca register`"
                     )
@@ -408,7 +410,8 @@ class CertificateStore:
                 )
             issued = session.exec(select(Certificate).where(Certificate.ca_id == row.id)).first()
             if issued is not None:
-                raise CertificateConflict(
+                # CertificateStateException: the only conflict DeleteCACertificate reports.
+                raise CertificateState(
                     f"CA {row.id} still has registered certificates ({issued.id}...); "
                     "delete them first"
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from sqlmodel import Session
 from registry.errors import DatabaseError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATING = threading.Lock()
+"""Alembic keeps the running migration in module globals: one migration per process at once."""
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -47,6 +50,13 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise DatabaseError(f"database schema {schema!r} must be a lower-case SQL identifier")
+        if self.url.partition("//")[2].partition("/")[0].count("@") > 1:
+            # Unencoded, an '@' in the password makes the driver take the rest of the password
+            # for the host name, and print it in its error messages.
+            raise DatabaseError(
+                f"the database URL {self.safe_url} has '@' in its user name or password: "
+                "write it as %40"
+            )
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -56,8 +66,9 @@ class Database:
                 kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
         try:
             self.engine: Engine = create_engine(self.url, **kwargs)
-        except (SQLAlchemyError, ImportError) as exc:
-            raise DatabaseError(f"cannot use database {self.safe_url}: {exc}") from exc
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            # ValueError: a port that is not a number.
+            raise DatabaseError(f"cannot use database {self.safe_url}: {_first_line(exc)}") from exc
         if self.is_sqlite:
             synchronous = sqlite_synchronous.upper()
 
@@ -73,26 +84,39 @@ class Database:
     @property
     def safe_url(self) -> str:
         """The URL without its password, for messages."""
-        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+        scheme, sep, rest = self.url.partition("//")
+        netloc, slash, path = rest.partition("/")
+        userinfo, at, host = netloc.rpartition("@")
+        if not (sep and at and ":" in userinfo):
+            return self.url
+        user = userinfo.partition(":")[0]
+        return f"{scheme}//{user}:***@{host}{slash}{path}"
 
     def open(self) -> Database:
         """Create the database file's folder or the schema, then apply pending migrations."""
-        if self.is_sqlite:
-            path = self.url.split("///", 1)[1] if "///" in self.url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        from alembic.util import CommandError
+
         try:
-            if self.schema is not None and not self.is_sqlite:
-                with self.engine.begin() as conn:
-                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            if self.is_sqlite:
+                path = self.url.split("///", 1)[1] if "///" in self.url else ""
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.migrate()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise DatabaseError(
                 f"cannot open the registry database {self.safe_url}: {_first_line(exc)}"
+            ) from exc
+        except CommandError as exc:
+            # Alembic does not know the database's revision: a newer thingcore migrated it.
+            raise DatabaseError(
+                f"cannot open the registry database {self.safe_url}: {_first_line(exc)}; "
+                "was it upgraded by a newer thingcore? Use that version or a new database"
             ) from exc
         return self
 
     def migrate(self) -> None:
+        """Create the PostgreSQL schema if missing and apply pending migrations, in one
+        transaction that concurrent openers of the same database take in turn."""
         # Alembic narrates every plugin at INFO; the server says itself what it migrated.
         alembic_log = logging.getLogger("alembic")
         if alembic_log.level == logging.NOTSET:
@@ -102,7 +126,21 @@ class Database:
 
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
-        with self.engine.begin() as connection:
+        with _MIGRATING, self.engine.begin() as connection:
+            # Several processes opening a new database at once (servers scaling out, the CLI
+            # next to a starting server) would all create the same tables, and all but one
+            # fail. Each takes a lock first, held until commit, so the others wait for the
+            # first one, then find the schema up to date.
+            if self.is_sqlite:
+                # pysqlite starts no transaction before DDL on its own; take the write lock.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                    {"name": f"thingcore-migrate:{self.schema or ''}"},
+                )
+                if self.schema is not None:
+                    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -182,15 +182,20 @@ class IdentityService:
         changes = await asyncio.to_thread(self.registry.changes_after, self._last_change)
         if not changes:
             return 0
-        last = changes[-1].id
-        self._last_change = last if last is not None else self._last_change
         index = await asyncio.to_thread(self._load)
-        self.authorizer.swap(index)
         anchors = index.trust_anchors()
+        context = self._context
         if anchors != self._anchors:
-            self._context = await asyncio.to_thread(self._build_context, index)
+            context = await asyncio.to_thread(self._build_context, index)
+        # Only now, with everything built, is the batch applied and marked read: a failure
+        # above leaves it unread, so the next poll retries it.
+        self.authorizer.swap(index)
+        if anchors != self._anchors:
+            self._context = context
             self._anchors = anchors
             log.info("TLS trust updated: %d registered CAs", len(index.cas))
+        last = changes[-1].id
+        self._last_change = last if last is not None else self._last_change
         self.reloads += 1
         if self._broker is not None:
             kicked = self._broker.recheck_sessions()

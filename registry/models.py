@@ -140,6 +140,9 @@ class Change(SQLModel, table=True):
     """One row per change a running server must act on, written in the same transaction."""
 
     __tablename__ = "changes"
+    # Ids must never be reused: a follower remembers the last id it read, and SQLite without
+    # AUTOINCREMENT hands out max(id) + 1 again once pruning has emptied the table.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=32)

@@ -35,9 +35,13 @@ def policy_name(name: str) -> str:
 
 
 def certificate_id(value: str) -> str:
-    """Normalise a certificate id (64 hex digits, optional 0x) or a certificate ARN to the id."""
-    if value.startswith("arn:") and ":cert/" in value:
-        value = value.rsplit(":cert/", 1)[1]
+    """Normalise a certificate id (64 hex digits, optional 0x), or a certificate or CA
+    certificate ARN (``...:cert/ID``, ``...:cacert/ID``), to the lower-case id."""
+    if value.startswith("arn:"):
+        for kind in (":cert/", ":cacert/"):
+            if kind in value:
+                value = value.rsplit(kind, 1)[1]
+                break
     if not _CERT_ID.fullmatch(value):
         raise InvalidRequest(
             f"certificate id {value!r} is invalid: it is the 64 hex digits of the certificate's "
@@ -46,11 +50,12 @@ def certificate_id(value: str) -> str:
     return value.removeprefix("0x").lower()
 
 
-def attributes(values: dict[str, str], typed: bool) -> dict[str, str]:
+def attributes(values: dict[str, str], typed: bool, what: str = "a thing") -> dict[str, str]:
+    """Check attribute names and values, and their number (``typed``: the higher limit)."""
     limit = MAX_ATTRIBUTES_TYPED if typed else MAX_ATTRIBUTES
     if len(values) > limit:
         hint = "" if typed else " (a thing with a thing type may have 50)"
-        raise InvalidRequest(f"a thing may have at most {limit} attributes{hint}")
+        raise InvalidRequest(f"{what} may have at most {limit} attributes{hint}")
     for key, value in values.items():
         if not _ATTR_NAME.fullmatch(key):
             raise InvalidRequest(

@@ -6,7 +6,6 @@ policy is refused with the place of the mistake instead of failing later at conn
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
@@ -16,6 +15,7 @@ from registry.clock import now
 from registry.errors import (
     DeleteConflict,
     InvalidRequest,
+    LimitExceeded,
     MalformedPolicy,
     ResourceAlreadyExists,
     ResourceNotFound,
@@ -31,15 +31,22 @@ if TYPE_CHECKING:
 MAX_VERSIONS = 5
 """AWS keeps at most five versions of a policy."""
 TARGET_TYPES = ("cert", "thinggroup")
+MAX_POLICIES_PER_TARGET = 10
+"""AWS: at most ten policies on a certificate (and on a thing group)."""
+
+
+MAX_DOCUMENT_CHARS = 2048
+"""AWS's limit on a policy document, counted without whitespace."""
 
 
 def validate_document(document: str, name: str) -> str:
-    """Parse ``document`` (raising ``MalformedPolicy``); return it normalised for storage."""
+    """Parse ``document`` (raising ``MalformedPolicy``); return it as stored: as sent, since
+    GetPolicy hands back exactly the document that was created (AWS)."""
     try:
-        parse_policy(document, name)
+        parse_policy(document, name, max_chars=MAX_DOCUMENT_CHARS)
     except PolicyError as exc:
         raise MalformedPolicy(str(exc)) from exc
-    return json.dumps(json.loads(document), indent=2)
+    return document
 
 
 class PolicyStore:
@@ -94,7 +101,9 @@ class PolicyStore:
     def get(self, name: str, version: int | None = None) -> dict[str, Any]:
         with self.registry.db.session() as session:
             policy = self._policy(session, name)
-            chosen = self._version(session, name, version or policy.default_version)
+            chosen = self._version(
+                session, name, policy.default_version if version is None else version
+            )
             result: dict[str, Any] = {
                 "policyName": name,
                 "policyArn": self.arns.policy(name),
@@ -206,6 +215,7 @@ class PolicyStore:
                     "version the default first"
                 )
             session.delete(row)
+            record_change(session, "policy", name)
         return {}
 
     # -- attachments -----------------------------------------------------------------------
@@ -233,8 +243,11 @@ class PolicyStore:
                         PolicyTarget.target_type == target_type, PolicyTarget.target == target
                     )
                 ).all()
-                if len(attached) >= 10:
-                    raise InvalidRequest(f"{target_type} {target} already has 10 policies")
+                if len(attached) >= MAX_POLICIES_PER_TARGET:
+                    raise LimitExceeded(
+                        f"{target_type} {target} already has {MAX_POLICIES_PER_TARGET} policies, "
+                        "the limit; detach one first"
+                    )
                 session.add(PolicyTarget(policy=name, target_type=target_type, target=target))
                 record_change(session, "policy", name)
         return {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, text
 from sqlmodel import Session, col, select
 
 from registry.arns import Arns
@@ -35,6 +35,14 @@ class Page:
 
 
 def record_change(session: Session, kind: str, key: str) -> None:
+    """Add a change row to ``session``'s transaction (kinds: see ``models.Change``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # A sequence hands out ids before commit, so two writers can commit out of id order,
+        # and a follower that has read id 6 never goes back for 5. This lock (it conflicts
+        # with itself and with other writes to the table, not with reads) is held until commit,
+        # so writers of changes take turns and ids are in commit order. SQLite's single writer
+        # gives that order for free. Registry writes are rare and short.
+        session.connection().execute(text("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE"))
     session.add(Change(kind=kind, key=key, created_at=now()))
 
 
@@ -113,5 +121,5 @@ class Registry:
     def prune_changes(self, older_than: float) -> int:
         """Delete change rows older than ``older_than`` (epoch seconds); returns how many."""
         with self.db.session() as session:
-            result = session.execute(delete(Change).where(col(Change.created_at) < older_than))
-            return int(getattr(result, "rowcount", 0) or 0)
+            result = session.exec(delete(Change).where(col(Change.created_at) < older_than))
+            return int(result.rowcount or 0)

@@ -11,7 +11,6 @@ from sqlmodel import Session, col, select
 from registry import names
 from registry.clock import now
 from registry.errors import (
-    DeleteConflict,
     InvalidRequest,
     ResourceAlreadyExists,
     ResourceNotFound,
@@ -25,6 +24,18 @@ if TYPE_CHECKING:
 
 MAX_GROUP_DEPTH = 7
 """AWS: a thing group hierarchy is at most seven levels deep."""
+MAX_GROUPS_PER_THING = 10
+"""AWS: a thing is in at most ten (static) thing groups."""
+MAX_DESCRIPTION = 2028
+"""AWS: thingTypeDescription and thingGroupDescription are at most 2028 characters."""
+
+
+def _description(description: str | None) -> None:
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise InvalidRequest(
+            f"the description has {len(description)} characters; at most {MAX_DESCRIPTION} "
+            "are allowed"
+        )
 
 
 class ThingStore:
@@ -197,6 +208,9 @@ class ThingStore:
                 select(ThingGroupMember).where(ThingGroupMember.thing == name)
             ):
                 session.delete(member)
+            # Without relationships the unit of work does not order the deletes: the rows that
+            # reference the thing must go first or the foreign key refuses the delete.
+            session.flush()
             session.delete(thing)
             record_change(session, "thing", name)
         return {}
@@ -221,6 +235,7 @@ class ThingStore:
         searchable_attributes: list[str] | None = None,
     ) -> dict[str, Any]:
         names.thing_name(name, "thing type name")
+        _description(description)
         searchable = list(searchable_attributes or [])
         if len(searchable) > 3:
             raise InvalidRequest("a thing type has at most 3 searchable attributes")
@@ -241,6 +256,7 @@ class ThingStore:
                 created_at=now(),
             )
             session.add(row)
+            record_change(session, "type", name)
             return self._type_created(row)
 
     def _type_created(self, row: ThingType) -> dict[str, Any]:
@@ -289,6 +305,7 @@ class ThingStore:
             row.deprecated = not undo
             row.deprecated_at = None if undo else now()
             session.add(row)
+            record_change(session, "type", name)
         return {}
 
     def delete_type(self, name: str) -> dict[str, Any]:
@@ -302,10 +319,13 @@ class ThingStore:
                 )
             user = session.exec(select(Thing).where(Thing.thing_type == name)).first()
             if user is not None:
-                raise DeleteConflict(
-                    f"thing type {name!r} is still used by thing {user.name!r} and maybe others"
+                # InvalidRequestException: DeleteThingType has no conflict error (botocore).
+                raise InvalidRequest(
+                    f"thing type {name!r} is still used by thing {user.name!r} and maybe others; "
+                    "remove the type from them first"
                 )
             session.delete(row)
+            record_change(session, "type", name)
         return {}
 
     # -- thing groups ----------------------------------------------------------------------
@@ -319,18 +339,25 @@ class ThingStore:
         attributes: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         names.thing_name(name, "thing group name")
-        attrs = dict(attributes or {})
+        if parent is not None:
+            names.thing_name(parent, "parent group name")
+        _description(description)
+        attrs = names.attributes(dict(attributes or {}), typed=True, what="a thing group")
         with self.registry.db.session() as session:
             existing = session.get(ThingGroup, name)
             if existing is not None:
-                if existing.parent == parent and existing.description == description:
+                if (
+                    existing.parent == parent
+                    and existing.description == description
+                    and json.loads(existing.attributes) == attrs
+                ):
                     return self._group_created(existing)
                 raise ResourceAlreadyExists(f"thing group {name!r} already exists")
             if parent is not None:
                 depth = len(self._ancestors(session, parent)) + 1
-                if depth >= MAX_GROUP_DEPTH:
+                if depth > MAX_GROUP_DEPTH:
                     raise InvalidRequest(
-                        f"thing group {name!r} would be {depth + 1} levels deep; "
+                        f"thing group {name!r} would be {depth} levels deep; "
                         f"the limit is {MAX_GROUP_DEPTH}"
                     )
             stamp = now()
@@ -435,22 +462,30 @@ class ThingStore:
                 )
             ):
                 session.delete(target)
+            session.flush()  # the members first: they reference the group
             session.delete(row)
             record_change(session, "group", name)
         return {}
 
     def add_thing_to_group(self, group: str, thing: str) -> dict[str, Any]:
         with self.registry.db.session() as session:
-            self._group(session, group)
+            root = self._ancestors(session, group)[-1]
             self._thing(session, thing)
             if session.get(ThingGroupMember, (group, thing)) is None:
-                count = len(
-                    session.exec(
-                        select(ThingGroupMember).where(ThingGroupMember.thing == thing)
-                    ).all()
-                )
-                if count >= 10:
-                    raise InvalidRequest(f"thing {thing!r} is already in 10 groups, the limit")
+                current = session.exec(
+                    select(ThingGroupMember.group).where(ThingGroupMember.thing == thing)
+                ).all()
+                if len(current) >= MAX_GROUPS_PER_THING:
+                    raise InvalidRequest(
+                        f"thing {thing!r} is already in {MAX_GROUPS_PER_THING} groups, the limit"
+                    )
+                for other in current:
+                    # AWS: a thing is in at most one group of a hierarchy.
+                    if self._ancestors(session, other)[-1] == root:
+                        raise InvalidRequest(
+                            f"thing {thing!r} is already in group {other!r} of the hierarchy "
+                            f"under {root!r}; remove it from there first"
+                        )
                 session.add(ThingGroupMember(group=group, thing=thing))
                 record_change(session, "group", group)
         return {}
