@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from thingcore.cli import serve, version
+from thingcore.cli import ca, certs, groups, policies, serve, things, types, version
 from thingcore.errors import ThingcoreError
 
 app = typer.Typer(
@@ -24,6 +24,12 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("version")(version.version)
+app.add_typer(things.app, name="things")
+app.add_typer(types.app, name="types")
+app.add_typer(groups.app, name="groups")
+app.add_typer(certs.app, name="certs")
+app.add_typer(policies.app, name="policies")
+app.add_typer(ca.app, name="ca")
 
 
 def main(argv: list[str] | None = None) -> None:
