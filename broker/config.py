@@ -23,6 +23,8 @@ class BrokerSettings:
     """Server certificate for a broker run without the registry (``thingcore serve`` uses
     the development CA's and trusts the registered CAs instead)."""
     tls_keyfile: Path | None = None
+    tls_shutdown_timeout: float = 0.5
+    """Seconds a closing TLS connection waits for the client's close_notify before it is cut."""
     tls_client_cafile: Path | None = None
     """CA bundle that client certificates must chain to (broker without the registry)."""
 
@@ -101,6 +103,11 @@ class BrokerSettings:
             raise ValueError("max_qos must be 0, 1 or 2")
         if self.max_packet_size > 268_435_460:
             raise ValueError("max_packet_size cannot exceed MQTT's 268,435,460 bytes")
-        for name in ("connect_timeout", "keepalive_grace", "housekeeping_interval"):
+        for name in (
+            "connect_timeout",
+            "keepalive_grace",
+            "housekeeping_interval",
+            "tls_shutdown_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")

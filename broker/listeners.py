@@ -123,6 +123,9 @@ class TlsServer:
                 sock,
                 ssl=self.source.current(),
                 ssl_handshake_timeout=broker.settings.connect_timeout,
+                # A closed connection waits for the client's close_notify only this long: a
+                # device that no longer reads (say, one just revoked) is gone at once.
+                ssl_shutdown_timeout=broker.settings.tls_shutdown_timeout,
             )
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             broker.stats.tls_handshake_failures += 1
