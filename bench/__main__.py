@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import signal
 import sys
@@ -17,7 +18,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    workloads = "\n".join(f"  {w.name:<11} {w.summary}" for w in WORKLOADS.values())
+    width = max(len(name) for name in WORKLOADS)
+    workloads = "\n".join(f"  {w.name:<{width}} {w.summary}" for w in WORKLOADS.values())
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Each broker is started fresh per workload on a free port, pinned to one CPU;\n"
             "the load generators (raw asyncio MQTT clients) run on another CPU. Results go to\n"
             "bench/results/latest.md and .json (latest-quick.* with --quick, latest-v5.* with\n"
-            "--protocol 5; plus dated copies).\n"
+            "--protocol 5, latest-NAME.* with --results-name NAME; plus dated copies).\n"
+            "The mutual-TLS workloads issue and register client certificates first (a few\n"
+            "seconds per thousand); policy-throughput always compares thingcore with itself.\n"
             "Benchmarks report, they never fail: exit code 0 unless the harness itself breaks."
         ),
         epilog=f"workloads:\n{workloads}\n\nexample: python -m bench --quick --only latency,idle",
@@ -72,7 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
         "do not wait; disturbed measurements are still repeated up to twice and flagged)",
     )
     parser.add_argument(
+        "--mtls-idle-connections",
+        type=int,
+        help="connections (one client certificate each) in mtls-idle (default 2000, quick 500)",
+    )
+    parser.add_argument(
+        "--mtls-processes",
+        type=int,
+        help="load-generator processes for mtls-connect, sharing the load CPU (default 1)",
+    )
+    parser.add_argument(
+        "--mtls-concurrency",
+        type=int,
+        help="mutual-TLS connect cycles in progress at once in mtls-connect (default 32)",
+    )
+    parser.add_argument(
+        "--mtls-key-type",
+        choices=("ec", "rsa"),
+        help="client certificate keys: ec (P-256, default) or rsa (2048 bits)",
+    )
+    parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where to write the results"
+    )
+    parser.add_argument(
+        "--results-name",
+        metavar="NAME",
+        default="",
+        help="name the result files latest-NAME.md/.json (and dated ...-NAME copies), so this "
+        "run replaces no other run's latest results (e.g. 'identity')",
     )
     return parser
 
@@ -101,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         overrides["step_seconds"] = args.step_seconds
     if args.idle_connections:
         overrides["idle_connections"] = args.idle_connections
+    for option in ("mtls_idle_connections", "mtls_processes", "mtls_concurrency"):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 1:
+                print(f"error: --{option.replace('_', '-')} must be at least 1", file=sys.stderr)
+                return 2
+            overrides[option] = value
+    if args.mtls_key_type:
+        overrides["mtls_key_type"] = args.mtls_key_type
+    if args.results_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.results_name):
+        print("error: --results-name takes letters, digits, '.', '_' and '-'", file=sys.stderr)
+        return 2
     opts = Options.quick(**overrides) if args.quick else Options(**overrides)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -118,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             command="python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
             results_dir=args.results_dir,
             log=lambda line: print(line, file=sys.stderr, flush=True),
+            results_name=args.results_name,
         )
     except KeyboardInterrupt:
         print("interrupted; brokers and load generators stopped", file=sys.stderr)

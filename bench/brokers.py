@@ -4,10 +4,17 @@ Each broker runs as a subprocess on a free loopback port, pinned to the broker C
 `taskset`, in its own session (so a Ctrl+C in the terminal reaches only the orchestrator, which
 then stops it), with a private temporary directory for its config, data and log. `run_broker`
 is a context manager: the broker is stopped by PID whatever happens (SIGINT, then SIGKILL).
+
+Three kinds: `mosquitto`, `thingcore` (`thingcore serve`, with the registry) and
+`thingcore-bare` (the same broker without the registry, `bench.bare_broker`). Given the run's
+PKI (`bench.pki`), Mosquitto and thingcore also listen for mutual TLS on a second free port
+with the same CA and server certificate; thingcore always binds its TLS listener to a free
+port, never to its default 8883.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from bench.pki import Pki
 
 HOST = "127.0.0.1"
 RESERVED_PORTS = frozenset({1883, 8883})  # the system Mosquitto's; never ours
@@ -48,16 +57,29 @@ class Launch:
     stop_timeout: float
 
 
-Launcher = Callable[[Path, int, Limits, Path], Launch]
+@dataclass(frozen=True)
+class LaunchContext:
+    """What a launcher needs to write a broker's configuration."""
+
+    workdir: Path  # private temporary directory, removed after the broker stops
+    port: int  # plain MQTT listener
+    tls_port: int  # mutual-TLS listener: thingcore always binds one; Mosquitto only with `pki`
+    limits: Limits
+    log: Path
+    pki: Pki | None  # the run's PKI, for the mutual-TLS workloads; None: no TLS clients
 
 
-def mosquitto(workdir: Path, port: int, limits: Limits, log: Path) -> Launch:
+Launcher = Callable[[LaunchContext], Launch]
+
+
+def mosquitto(ctx: LaunchContext) -> Launch:
     exe = shutil.which("mosquitto")
     if exe is None:
         raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
-    config = workdir / "mosquitto.conf"
+    config = ctx.workdir / "mosquitto.conf"
+    limits, log = ctx.limits, ctx.log
     lines = [
-        f"listener {port} {HOST}",
+        f"listener {ctx.port} {HOST}",
         "allow_anonymous true",
         "max_connections -1",
         "persistence false",
@@ -77,28 +99,69 @@ def mosquitto(workdir: Path, port: int, limits: Limits, log: Path) -> Launch:
         # Run as root Mosquitto would switch to the "mosquitto" user, which cannot write the log
         # in our private directory; stay as the current user instead.
         lines.append(f"user {getpass.getuser()}")
+    if ctx.pki is not None:
+        # The listener options below apply to this listener only. Both brokers present the
+        # same server certificate and trust the same CA; Mosquitto's defaults otherwise (TLS
+        # 1.2 and 1.3, OpenSSL's cipher order, session tickets on).
+        lines += [
+            f"listener {ctx.tls_port} {HOST}",
+            f"cafile {ctx.pki.ca_cert}",
+            f"certfile {ctx.pki.server_cert}",
+            f"keyfile {ctx.pki.server_key}",
+            "require_certificate true",
+            "use_identity_as_username true",
+        ]
     config.write_text("\n".join(lines) + "\n")
     return Launch([exe, "-c", str(config)], _clean_env(), stop_timeout=5.0)
 
 
-def thingcore(workdir: Path, port: int, limits: Limits, log: Path) -> Launch:
+def _thingcore_env(ctx: LaunchContext) -> dict[str, str]:
+    limits = ctx.limits
     env = _clean_env()
     env.update(
         {
-            "THINGCORE_DATA_DIR": str(workdir / "data"),
+            "THINGCORE_DATA_DIR": str(ctx.workdir / "data"),
             "THINGCORE_BROKER__HOST": HOST,
-            "THINGCORE_BROKER__PORT": str(port),
+            "THINGCORE_BROKER__PORT": str(ctx.port),
             "THINGCORE_BROKER__PERSISTENCE": "false",
             "THINGCORE_BROKER__MAX_INFLIGHT": str(limits.max_inflight),
             "THINGCORE_BROKER__MAX_QUEUED_MESSAGES": str(limits.max_queued_messages),
             "THINGCORE_BROKER__MAX_CONNECTIONS": str(limits.max_connections),
         }
     )
-    (workdir / "data").mkdir()
+    return env
+
+
+def thingcore(ctx: LaunchContext) -> Launch:
+    """`thingcore serve`: the broker with the registry (policy evaluation on every publish,
+    subscribe and delivery; anonymous clients on the plain listener get the default
+    anonymous policy). Its TLS listener is always on a free port (never 8883)."""
+    env = _thingcore_env(ctx)
+    env["THINGCORE_BROKER__TLS_PORT"] = str(ctx.tls_port)
+    if ctx.pki is not None:
+        ctx.pki.copy_thingcore_data(ctx.workdir / "data")  # the CA and registered devices
+    else:
+        (ctx.workdir / "data").mkdir()
     return Launch([sys.executable, "-m", "thingcore", "serve"], env, stop_timeout=10.0)
 
 
-LAUNCHERS: dict[str, Launcher] = {"mosquitto": mosquitto, "thingcore": thingcore}
+def thingcore_bare(ctx: LaunchContext) -> Launch:
+    """thingcore's broker without the registry (`bench.bare_broker`: `broker.auth.AllowAll`,
+    no TLS listener), with the same broker settings as `thingcore`."""
+    if ctx.pki is not None:
+        raise BrokerError("thingcore-bare has no TLS listener; it cannot run mutual-TLS workloads")
+    env = _thingcore_env(ctx)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    (ctx.workdir / "data").mkdir()
+    return Launch([sys.executable, "-m", "bench.bare_broker"], env, stop_timeout=10.0)
+
+
+LAUNCHERS: dict[str, Launcher] = {
+    "mosquitto": mosquitto,
+    "thingcore": thingcore,
+    "thingcore-bare": thingcore_bare,
+}
 
 
 def _clean_env() -> dict[str, str]:
@@ -106,12 +169,12 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("THINGCORE_")}
 
 
-def free_port() -> int:
+def free_port(*, avoid: frozenset[int] = frozenset()) -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((HOST, 0))
             port: int = sock.getsockname()[1]
-        if port not in RESERVED_PORTS:
+        if port not in RESERVED_PORTS and port not in avoid:
             return port
 
 
@@ -124,6 +187,8 @@ class RunningBroker:
     process: subprocess.Popen[bytes]
     log: Path
     stop_timeout: float
+    tls_port: int | None = None  # the mutual-TLS listener, when started with a PKI
+    pki: Pki | None = None
     exit_code: int | None = None  # set once stopped
     killed: bool = False  # it needed SIGKILL
 
@@ -182,9 +247,10 @@ def run_broker(
     log_dir: Path,
     limits: Limits | None = None,
     ready_timeout: float = 30.0,
+    pki: Pki | None = None,
 ) -> Iterator[RunningBroker]:
-    """Start broker `kind` ("mosquitto" or "thingcore"), yield it once its port accepts TCP
-    connections, and stop it on exit."""
+    """Start broker `kind` (a key of `LAUNCHERS`), yield it once its port accepts TCP
+    connections (and, with a `pki`, its mutual-TLS port listens), and stop it on exit."""
     launcher = LAUNCHERS.get(kind)
     if launcher is None:
         raise BrokerError(f"unknown broker {kind!r}; choose from {', '.join(LAUNCHERS)}")
@@ -193,7 +259,8 @@ def run_broker(
     log = log_dir / f"{label}.log"
     log.unlink(missing_ok=True)
     port = free_port()
-    launch = launcher(workdir, port, limits or Limits(), log)
+    tls_port = free_port(avoid=frozenset({port}))
+    launch = launcher(LaunchContext(workdir, port, tls_port, limits or Limits(), log, pki))
     argv = launch.argv
     if cpu is not None and shutil.which("taskset"):
         argv = ["taskset", "-c", str(cpu), *argv]
@@ -208,9 +275,21 @@ def run_broker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    broker = RunningBroker(kind, label, HOST, port, process, log, launch.stop_timeout)
+    broker = RunningBroker(
+        kind,
+        label,
+        HOST,
+        port,
+        process,
+        log,
+        launch.stop_timeout,
+        tls_port=tls_port if pki is not None else None,
+        pki=pki,
+    )
     try:
         _wait_ready(broker, ready_timeout)
+        if broker.tls_port is not None:
+            _wait_listening(broker, broker.tls_port, ready_timeout)
         yield broker
     finally:
         broker.exit_code, broker.killed = stop(process, launch.stop_timeout)
@@ -233,6 +312,25 @@ def _wait_ready(broker: RunningBroker, timeout: float) -> None:
                     f"within {timeout:.0f} s:\n{broker.log_tail()}"
                 ) from None
             time.sleep(0.1)
+
+
+def _wait_listening(broker: RunningBroker, port: int, timeout: float) -> None:
+    """Wait until the broker listens on `port`, without connecting (a TCP connection that
+    never starts a TLS handshake would be logged as a failed handshake)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        broker.check_alive()
+        for proc in broker._processes():
+            with contextlib.suppress(psutil.Error):
+                for conn in proc.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                        return
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"{broker.label} did not listen on {broker.host}:{port} (TLS) within "
+                f"{timeout:.0f} s:\n{broker.log_tail()}"
+            )
+        time.sleep(0.1)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, bool]:

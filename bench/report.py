@@ -4,7 +4,8 @@ The first broker is the baseline and the second the candidate: ratios are candid
 in the metric's own unit, whichever direction is better, and each target is judged on them.
 A figure marked "≥" is a lower bound (the load generators were saturated, or the ramp's top
 rate passed); ratios and verdicts take that into account and say "inconclusive" rather than
-guess.
+guess. A workload with brokers of its own (policy-throughput: thingcore with policies off,
+then on) gets a table of its own under the main one, its first broker the baseline.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Target:
     kind: TargetKind
     bound: float = 0.0
     unit: str = ""
+    attempted: str = "idle_connections"  # ALL: the Options field that says how many were tried
 
     def describe(self, opts: Options) -> str:
         if self.kind is TargetKind.RATIO_AT_LEAST:
@@ -49,7 +51,12 @@ class Target:
             return f"ratio ≤ {self.bound:.1f}"
         if self.kind is TargetKind.AT_MOST:
             return f"≤ {self.bound:g} {self.unit}".strip()
-        return f"{opts.idle_connections:,}/{opts.idle_connections:,}"
+        count = self.count(opts)
+        return f"{count:,}/{count:,}"
+
+    def count(self, opts: Options) -> int:
+        value: int = getattr(opts, self.attempted)
+        return value
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class Metric:
     better: Better
     fmt: Callable[[float], str]
     target: Target | None = None
+    cpu_row: bool = True  # listed in the CPU table (not for figures read off another row's run)
 
 
 def _rate(v: float) -> str:
@@ -86,14 +94,18 @@ METRICS: dict[str, Metric] = {
     "fanin_qos0": Metric("fan-in QoS 0, sustained msg/s", Better.HIGHER, _rate, AT_LEAST_1),
     "fanin_qos1": Metric("fan-in QoS 1, sustained msg/s", Better.HIGHER, _rate, AT_LEAST_1),
     "fanout": Metric("fan-out 50→100, delivered msg/s", Better.HIGHER, _rate, AT_LEAST_1),
-    "latency_p50_qos0": Metric("latency p50 @ 1,000 msg/s, QoS 0", Better.LOWER, _ms),
+    "latency_p50_qos0": Metric(
+        "latency p50 @ 1,000 msg/s, QoS 0", Better.LOWER, _ms, cpu_row=False
+    ),
     "latency_p99_qos0": Metric(
         "latency p99 @ 1,000 msg/s, QoS 0",
         Better.LOWER,
         _ms,
         Target(TargetKind.RATIO_AT_MOST, 2.0),
     ),
-    "latency_p50_qos1": Metric("latency p50 @ 1,000 msg/s, QoS 1", Better.LOWER, _ms),
+    "latency_p50_qos1": Metric(
+        "latency p50 @ 1,000 msg/s, QoS 1", Better.LOWER, _ms, cpu_row=False
+    ),
     "latency_p99_qos1": Metric(
         "latency p99 @ 1,000 msg/s, QoS 1",
         Better.LOWER,
@@ -102,13 +114,53 @@ METRICS: dict[str, Metric] = {
     ),
     "idle_accepted": Metric("idle connections accepted", Better.HIGHER, _count),
     "idle_kb_per_conn": Metric(
-        "memory per idle connection (RSS)", Better.LOWER, _kb, Target(TargetKind.AT_MOST, 4.0, "KB")
+        "memory per idle connection (RSS)",
+        Better.LOWER,
+        _kb,
+        Target(TargetKind.AT_MOST, 4.0, "KB"),
+        cpu_row=False,
     ),
     "idle_pings": Metric(
-        "idle connections answering PINGREQ", Better.HIGHER, _count, Target(TargetKind.ALL)
+        "idle connections answering PINGREQ",
+        Better.HIGHER,
+        _count,
+        Target(TargetKind.ALL),
+        cpu_row=False,
     ),
     "connrate": Metric("connect+CONNACK+DISCONNECT cycles/s", Better.HIGHER, _per_s, AT_LEAST_1),
+    "mtls_connect": Metric(
+        "mTLS handshake+CONNECT+CONNACK cycles/s", Better.HIGHER, _per_s, AT_LEAST_1
+    ),
+    "mtls_connect_cpu_ms": Metric("broker CPU per mTLS cycle", Better.LOWER, _ms, cpu_row=False),
+    "mtls_idle_accepted": Metric("idle mTLS connections accepted", Better.HIGHER, _count),
+    "mtls_idle_kb_per_conn": Metric(
+        "memory per idle mTLS connection (RSS)",
+        Better.LOWER,
+        _kb,
+        Target(TargetKind.RATIO_AT_MOST, 1.5),
+        cpu_row=False,
+    ),
+    "mtls_idle_pings": Metric(
+        "idle mTLS connections answering PINGREQ",
+        Better.HIGHER,
+        _count,
+        Target(TargetKind.ALL, attempted="mtls_idle_connections"),
+        cpu_row=False,
+    ),
+    "policy_fanin_qos0": Metric(
+        "fan-in QoS 0, sustained msg/s",
+        Better.HIGHER,
+        _rate,
+        Target(TargetKind.RATIO_AT_LEAST, 0.8),
+    ),
+    "policy_fanin_qos1": Metric(
+        "fan-in QoS 1, sustained msg/s",
+        Better.HIGHER,
+        _rate,
+        Target(TargetKind.RATIO_AT_LEAST, 0.8),
+    ),
 }
+RAMP_METRICS = ("fanin_qos0", "fanin_qos1", "fanout", "policy_fanin_qos0", "policy_fanin_qos1")
 
 
 @dataclass(frozen=True)
@@ -149,7 +201,7 @@ def verdict(
     if target.kind is TargetKind.AT_MOST:
         return "met" if cand.value <= target.bound else "missed"
     if target.kind is TargetKind.ALL:
-        return "met" if cand.value >= opts.idle_connections else "missed"
+        return "met" if cand.value >= target.count(opts) else "missed"
     r = ratio(base, cand)
     if r is None:
         return "n/a"
@@ -181,11 +233,18 @@ def mqtt5_properties() -> str:
     return f'Content Type "{mqttwire.PUBLISH_CONTENT_TYPE}", User Properties {users}'
 
 
-V5_CLIENT_METRICS = ("fanin", "fanout", "latency")  # metric prefixes that use --protocol
+V5_CLIENT_METRICS = ("fanin", "fanout", "latency", "policy_fanin")  # these use --protocol
 
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.0%}"
+
+
+@dataclass
+class Section:
+    title: str  # "" for the main table
+    labels: list[str]  # column order: baseline first
+    metrics: list[str]
 
 
 @dataclass(frozen=True)
@@ -198,6 +257,8 @@ class Report:
     results: dict[str, list[Measurement]]  # by broker label
     notes: list[str]
     elapsed: float
+    results_name: str = ""  # names the files: latest-<name>.md
+    pki: dict[str, Any] | None = None  # the mutual-TLS workloads' PKI, if one was made
 
     def find(self, label: str, metric: str) -> Measurement | None:
         return next((m for m in self.results.get(label, []) if m.metric == metric), None)
@@ -205,6 +266,26 @@ class Report:
     def metrics(self) -> list[str]:
         seen = {m.metric for ms in self.results.values() for m in ms}
         return [k for k in METRICS if k in seen]
+
+    def sections(self) -> list[Section]:
+        """The main table (the run's brokers), then one per workload with brokers of its own."""
+        main = Section("", self.labels, [])
+        out = [main]
+        for key in self.metrics():
+            workload = WORKLOADS.get(WORKLOAD_OF.get(key, ""))
+            if workload is None or not workload.brokers:
+                main.metrics.append(key)
+                continue
+            labels = [label for _, label in workload.brokers]
+            section = next((s for s in out[1:] if s.labels == labels), None)
+            if section is None:
+                section = Section(workload.title or workload.name, labels, [])
+                out.append(section)
+            section.metrics.append(key)
+        return [s for s in out if s.metrics or s is main]
+
+    def all_labels(self) -> list[str]:
+        return self.labels + [label for label in self.results if label not in self.labels]
 
     def markdown(self) -> str:
         env, opts = self.environment, self.options
@@ -228,16 +309,59 @@ class Report:
             f"≥ {opts.min_delivered:.0%} delivered; same limits for both brokers (max in-flight "
             "20, max queued 1000, no persistence).",
             f"- Protocol: {self._protocol_line()}",
+            *self._tls_lines(),
             "",
         ]
-        header = ["Workload", *self.labels]
+        sections = self.sections()
+        if sections[0].metrics:
+            lines += [*self._table(sections[0]), ""]
+        lines += [
+            f"≥ marks a lower bound: the load generators used ≥ {opts.saturated:.0%} of their "
+            "core at that figure (or the ramp's highest rate still passed), so the broker may "
+            "be faster than shown. Ratios are "
+            + (f"{cand}/{base}" if cand else "n/a")
+            + " in each row's unit; *Better* says which direction is good. (!) marks a figure "
+            "with a caveat in the notes.",
+        ]
+        for section in sections[1:]:
+            lines += ["", f"## {section.title}", ""]
+            lines += self._section_intro(section)
+            lines += self._table(section)
+            lines += self._cpu_per_message(section)
+        lines += [
+            "",
+            "## CPU at the reported figure (fraction of one core)",
+            "",
+            "*other* is every process outside the benchmark plus hypervisor steal time (for a "
+            "ramp: the more of its best "
+            "passing and first failing step); more "
+            f"than {0.10:.0%} means the machine was not quiet and the figures may be disturbed.",
+            "",
+        ]
+        for index, section in enumerate(sections):
+            if not section.metrics:
+                continue
+            if index:
+                lines += ["", f"{section.title}:", ""]
+            lines += self._cpu_table(section)
+        notes = self.notes + self._measurement_notes()
+        if notes:
+            lines += ["", "## Notes", ""]
+            lines += [f"- {n}" for n in notes]
+        lines.append("")
+        return "\n".join(lines)
+
+    def _table(self, section: Section) -> list[str]:
+        opts, labels = self.options, section.labels
+        base = labels[0]
+        cand = labels[1] if len(labels) > 1 else None
+        header = ["Workload", *labels]
         if cand is not None:
             header += [f"{cand}/{base}", "Better", "Target", "Result"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" for _ in header) + "|")
-        for key in self.metrics():
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for key in section.metrics:
             metric = METRICS[key]
-            row = [metric.label] + [cell(metric, self.find(label, key)) for label in self.labels]
+            row = [metric.label] + [cell(metric, self.find(label, key)) for label in labels]
             if cand is not None:
                 b, c = self.find(base, key), self.find(cand, key)
                 r = ratio(b, c)
@@ -249,33 +373,18 @@ class Report:
                     verdict(metric, b, c, opts) or "—",
                 ]
             lines.append("| " + " | ".join(row) + " |")
-        lines += [
-            "",
-            f"≥ marks a lower bound: the load generators used ≥ {opts.saturated:.0%} of their "
-            "core at that figure (or the ramp's highest rate still passed), so the broker may "
-            "be faster than shown. Ratios are "
-            + (f"{cand}/{base}" if cand else "n/a")
-            + " in each row's unit; *Better* says which direction is good. (!) marks a figure "
-            "with a caveat in the notes.",
-            "",
-            "## CPU at the reported figure (fraction of one core)",
-            "",
-            "*other* is every process outside the benchmark plus hypervisor steal time (for a "
-            "ramp: the more of its best "
-            "passing and first failing step); more "
-            f"than {0.10:.0%} means the machine was not quiet and the figures may be disturbed.",
-            "",
-        ]
+        return lines
+
+    def _cpu_table(self, section: Section) -> list[str]:
         head = ["Workload"]
-        for label in self.labels:
+        for label in section.labels:
             head += [f"load gen ({label})", f"broker ({label})", f"other ({label})"]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "|".join("---" for _ in head) + "|")
-        for key in self.metrics():
-            if key.startswith("latency_p50") or key in ("idle_kb_per_conn", "idle_pings"):
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for key in section.metrics:
+            if not METRICS[key].cpu_row:
                 continue
             row = [METRICS[key].label]
-            for label in self.labels:
+            for label in section.labels:
                 m = self.find(label, key)
                 row += [
                     _pct(m.load_cpu if m else None),
@@ -283,12 +392,95 @@ class Report:
                     _pct(m.other_cpu if m else None),
                 ]
             lines.append("| " + " | ".join(row) + " |")
-        notes = self.notes + self._measurement_notes()
-        if notes:
-            lines += ["", "## Notes", ""]
-            lines += [f"- {n}" for n in notes]
-        lines.append("")
-        return "\n".join(lines)
+        return lines
+
+    def _cpu_per_message(self, section: Section) -> list[str]:
+        """Broker CPU per message at the highest offered rate both brokers' ramps passed: a
+        steadier comparison than the ramps' pass/fail edge, which moves by a step or two
+        between runs on a small machine. The load generators' CPU per message, the same work
+        against both brokers, shows whether the machine itself ran slower during one run."""
+        if len(section.labels) < 2 or not any(k in RAMP_METRICS for k in section.metrics):
+            return []
+        base, cand = section.labels[0], section.labels[1]
+        rows = []
+        for key in section.metrics:
+            if key not in RAMP_METRICS:
+                continue
+            b, c = self.find(base, key), self.find(cand, key)
+            if b is None or c is None:
+                continue
+            passed = [
+                {s["rate"]: s for s in m.details.get("steps", []) if s["passed"]} for m in (b, c)
+            ]
+            common = sorted(set(passed[0]) & set(passed[1]))
+            if not common:
+                continue
+            rate = common[-1]
+            b_step, c_step = passed[0][rate], passed[1][rate]
+            b_us, c_us = (st["broker_cpu"] / rate * 1e6 for st in (b_step, c_step))
+            b_load, c_load = (st["load_cpu"] / rate * 1e6 for st in (b_step, c_step))
+            capacity = b_us / c_us
+            normalized = capacity * c_load / b_load if b_load else float("nan")
+            rows.append(
+                f"| {METRICS[key].label} | {rate:,.0f} msg/s | {b_us:.2f} µs | {c_us:.2f} µs | "
+                f"{b_load:.2f} µs | {c_load:.2f} µs | {capacity:.2f}x | {normalized:.2f}x |"
+            )
+        if not rows:
+            return []
+        return [
+            "",
+            "CPU per message at the highest offered rate both ramps passed (one step each). "
+            "The load generators do the same work in both runs, so a difference in their CPU "
+            "per message means the machine itself was slower in one run; the last column "
+            "divides it out.",
+            "",
+            f"| Workload | rate | broker ({base}) | broker ({cand}) | load gen ({base}) "
+            f"| load gen ({cand}) | {cand}/{base} capacity | normalized by load gen |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+
+    def _section_intro(self, section: Section) -> list[str]:
+        if any(k.startswith("policy_") for k in section.metrics):
+            return [
+                "The fan-in ramps above, on thingcore only. *policies on*: `thingcore serve`; "
+                "its plain-listener clients are anonymous and get the default anonymous policy, "
+                "so every PUBLISH (iot:Publish) and every delivery (iot:Receive) is authorized "
+                "by `RegistryAuthorizer`, with decisions cached per session. *policies off*: "
+                "the same `broker.server.Broker` and settings without the registry "
+                "(`bench.bare_broker`, `broker.auth.AllowAll`). Ratio = on/off.",
+                "",
+            ]
+        return []
+
+    def _tls_lines(self) -> list[str]:
+        if not any(k.startswith("mtls_") for k in self.metrics()):
+            return []
+        tls = next(
+            (
+                m.details
+                for label in self.labels
+                for m in self.results.get(label, [])
+                if m.metric.startswith("mtls_") and "tls_version" in m.details
+            ),
+            None,
+        )
+        negotiated = (
+            f"{tls['tls_version']} with {tls['cipher']}" if tls else "no handshake completed"
+        )
+        if self.pki is None:
+            return [f"- Mutual TLS: {negotiated}."]
+        return [
+            f"- Mutual TLS: {negotiated}; CA and server certificate EC P-256 from thingcore's "
+            "`DevelopmentCA`, the same files for both brokers; "
+            f"{self.pki['client_certificates']:,} client certificates "
+            f"({self.pki['client_keys']} keys), registered ACTIVE in thingcore with an iot:* "
+            "policy attached; Mosquitto with `require_certificate true`. Every handshake is "
+            "full: the clients never offer a session to resume (the brokers issue TLS 1.3 "
+            "tickets, unused). In the measured loops the clients do not verify the server "
+            "certificate (the brokers' work is unchanged); a preflight per broker verifies it "
+            "once and checks that a client without a certificate is refused."
+        ]
 
     def _protocol_line(self) -> str:
         if self.options.protocol != 5:
@@ -300,13 +492,13 @@ class Report:
             "without them counts as not delivered."
         )
         if any(not k.startswith(V5_CLIENT_METRICS) for k in self.metrics()):
-            line += " The idle and connection-rate clients stay on MQTT 3.1.1."
+            line += " The idle, connection-rate and mutual-TLS clients stay on MQTT 3.1.1."
         return line
 
     def _measurement_notes(self) -> list[str]:
         out: list[str] = []
         busy_limit = 0.10
-        for label in self.labels:
+        for label in self.all_labels():
             busy: dict[str, float] = {}
             for m in self.results.get(label, []):
                 if m.other_cpu is not None and m.other_cpu > busy_limit:
@@ -323,28 +515,59 @@ class Report:
                 if m.error:
                     errors[(WORKLOAD_OF.get(m.metric, m.metric), m.error)] = None
             out += [f"{label}, {workload}: {error}" for workload, error in errors]
-            idle = self.find(label, "idle_accepted")
-            if idle is not None and idle.details.get("connect_failures"):
-                out.append(f"{label}, idle connect failures: {idle.details['connect_failures']}")
-            if idle is not None and idle.details.get("dropped_after_connack"):
-                out.append(
-                    f"{label}, idle connections closed by the broker after CONNACK: "
-                    f"{idle.details['dropped_after_connack']}"
-                )
-            conn = self.find(label, "connrate")
-            if conn is not None and (conn.details.get("errors") or conn.details.get("refused")):
-                out.append(
-                    f"{label}, connection rate: refused {conn.details.get('refused')}, "
-                    f"errors {conn.details.get('errors')}"
-                )
-            for key in ("fanin_qos0", "fanin_qos1", "fanout"):
+            for key, name in (("idle_accepted", "idle"), ("mtls_idle_accepted", "mTLS idle")):
+                idle = self.find(label, key)
+                if idle is not None and idle.details.get("connect_failures"):
+                    out.append(
+                        f"{label}, {name} connect failures: {idle.details['connect_failures']}"
+                    )
+                if idle is not None and idle.details.get("dropped_after_connack"):
+                    out.append(
+                        f"{label}, {name} connections closed by the broker after CONNACK: "
+                        f"{idle.details['dropped_after_connack']}"
+                    )
+            for key, name in (("connrate", "connection rate"), ("mtls_connect", "mTLS cycles")):
+                conn = self.find(label, key)
+                if conn is not None and (conn.details.get("errors") or conn.details.get("refused")):
+                    out.append(
+                        f"{label}, {name}: refused {conn.details.get('refused')}, "
+                        f"errors {conn.details.get('errors')}"
+                    )
+            for key in ("mtls_connect", "mtls_idle_accepted"):
+                tls = self.find(label, key)
+                if tls is not None and tls.details.get("no_cert_refused") is False:
+                    out.append(
+                        f"{label}: a client without a certificate was accepted on the TLS "
+                        "listener (the broker does not require client certificates)"
+                    )
+            for key in RAMP_METRICS:
                 ramp = self.find(label, key)
                 if ramp is None:
                     continue
                 lost = sum(s["lost_connections"] for s in ramp.details.get("steps", []))
                 if lost:
                     out.append(f"{label}, {key}: subscribers lost their connection ({lost})")
+        out += self._capacity_notes()
         return out
+
+    def _capacity_notes(self) -> list[str]:
+        """When a mutual-TLS cycle rate is a bound, the broker CPU per cycle still compares."""
+        if len(self.labels) < 2:
+            return []
+        base, cand = self.labels[0], self.labels[1]
+        rates = [self.find(label, "mtls_connect") for label in (base, cand)]
+        costs = [self.find(label, "mtls_connect_cpu_ms") for label in (base, cand)]
+        if not any(r is not None and r.lower_bound for r in rates):
+            return []
+        if any(c is None or not c.value for c in costs):
+            return []
+        base_ms, cand_ms = (c.value for c in costs if c is not None and c.value)
+        return [
+            f"mTLS cycles/s is a lower bound (the load generator, doing a client handshake per "
+            f"cycle, saturated its core); by broker CPU per cycle ({base} {base_ms:.2f} ms, "
+            f"{cand} {cand_ms:.2f} ms) {cand} would sustain {base_ms / cand_ms:.2f}x "
+            f"{base}'s rate with a core each"
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -353,6 +576,11 @@ class Report:
             "mode": self.mode,
             "command": self.command,
             "brokers": self.labels,
+            "sections": [
+                {"title": s.title, "brokers": s.labels, "metrics": s.metrics}
+                for s in self.sections()
+            ],
+            "pki": self.pki,
             "elapsed_seconds": round(self.elapsed, 1),
             "notes": self.notes,
             "results": {label: [m.to_json() for m in ms] for label, ms in self.results.items()},
@@ -361,11 +589,14 @@ class Report:
     def write(self, directory: Path, stamp: datetime) -> Sequence[Path]:
         """Write latest.md/.json (latest-quick.* for a quick run, so a smoke run never replaces
         the last full one; latest-v5.* / latest-quick-v5.* with MQTT 5 clients, so they never
-        replace MQTT 3.1.1 results) and a dated copy of each; returns the paths written."""
+        replace MQTT 3.1.1 results; latest-<results_name>.* when the run is named) and a dated
+        copy of each; returns the paths written."""
         directory.mkdir(parents=True, exist_ok=True)
         suffix = "" if self.mode == "full" else f"-{self.mode}"
         if self.options.protocol == 5:
             suffix += "-v5"
+        if self.results_name:
+            suffix += f"-{self.results_name}"
         dated = stamp.strftime("%Y-%m-%d_%H%M%S") + suffix
         md, js = self.markdown(), json.dumps(self.to_json(), indent=2, default=str) + "\n"
         paths = []

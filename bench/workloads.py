@@ -1,14 +1,21 @@
-"""The five workloads: each runs against one started broker and returns its measurements.
+"""The workloads: each runs against one started broker and returns its measurements.
 
 fan-in QoS 0 / QoS 1 and fan-out ramp the offered rate (doubling, then bisecting between the
 last passing and first failing step) and report the highest rate at which p99 latency stayed
 under the limit with enough messages delivered. latency runs 1,000 msg/s through one publisher
 and one subscriber. idle opens many connections, measures the broker's memory and pings them
 all. connrate counts CONNECT/CONNACK/DISCONNECT cycles per second.
+
+The identity workloads: mtls-connect counts mutual-TLS connect cycles (full handshake, CONNECT,
+CONNACK, DISCONNECT) per second and mtls-idle measures the broker's memory per idle
+mutual-TLS connection, both with client certificates from the run's PKI (`bench.pki`);
+policy-throughput runs the two fan-in ramps on thingcore with policy evaluation on (`thingcore
+serve`) and off (`bench.bare_broker`), whatever brokers the run compares otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -18,10 +25,11 @@ from typing import Any
 
 import psutil
 
-from bench import host
+from bench import host, tlsclients
 from bench.brokers import RunningBroker
 from bench.connrate import ConnRateResult
 from bench.measurement import Measurement, StepResult
+from bench.pki import Pki
 from bench.stats import Histogram
 from bench.workers import (
     ClientsSpec,
@@ -62,6 +70,13 @@ class Options:
     retries: int = 2  # how often a spoilt failing step, latency run or connrate run is repeated
     quiet_wait: float = 0.0  # before those repeats, wait up to this long for a quiet machine
     protocol: int = 4  # MQTT protocol level of the ramp and latency clients: 4 (3.1.1) or 5
+    mtls_connect_seconds: float = 5.0
+    mtls_warmup_seconds: float = 2.0  # unrecorded cycles first, so every certificate was seen
+    mtls_concurrency: int = 32  # mutual-TLS connect cycles in progress, all processes together
+    mtls_processes: int = 1  # load-generator processes for the cycles (all on the load CPU)
+    mtls_connect_certs: int = 100  # client certificates the connect cycles rotate through
+    mtls_idle_connections: int = 2_000  # one client certificate each
+    mtls_key_type: str = "ec"  # client keys: "ec" (P-256) or "rsa" (2048 bits)
 
     @classmethod
     def quick(cls, **overrides: Any) -> Options:
@@ -71,6 +86,9 @@ class Options:
             "latency_seconds": 3.0,
             "connrate_seconds": 2.0,
             "retries": 1,
+            "mtls_connect_seconds": 2.0,
+            "mtls_warmup_seconds": 1.0,
+            "mtls_idle_connections": 500,
         }
         values.update(overrides)
         return cls(**values)
@@ -442,17 +460,30 @@ def run_latency(broker: RunningBroker, opts: Options, tag: str, log: Log) -> lis
     return out
 
 
-def run_idle(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measurement]:
-    count = opts.idle_connections
+@dataclass(frozen=True)
+class HeldOpen:
+    """What holding many idle connections showed."""
+
+    ready: Ready
+    cpu: CpuLap  # while connecting
+    rss_before: int
+    rss_after: int
+    pinged: Pinged
+
+
+def _hold_idle(
+    broker: RunningBroker, opts: Options, spec: object, count: int, name: str, log: Log
+) -> HeldOpen:
+    """Open `count` idle connections with a worker running `spec` (an idle role), read the
+    broker's RSS before and after, then ping every connection."""
     time.sleep(1.0)
     rss_before = broker.rss_bytes()
-    spec = IdleSpec(broker.host, broker.port, f"{tag}-idle", count, keepalive=60)
-    with Worker(spec, opts.load_cpu, "idle") as worker:
+    with Worker(spec, opts.load_cpu, name) as worker:
         meter = CpuMeter([worker], broker)
         ready: Ready = worker.recv(120)
         cpu = meter.lap()
         log(
-            f"  idle: {ready.connected:,}/{count:,} connected in {ready.elapsed:.1f} s"
+            f"  {name}: {ready.connected:,}/{count:,} connected in {ready.elapsed:.1f} s"
             + (f", failures: {ready.errors}" if ready.errors else "")
         )
         time.sleep(2.0)
@@ -460,28 +491,35 @@ def run_idle(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[M
         rss_after = broker.rss_bytes()
         pinged: Pinged = worker.request(Ping(opts.ping_timeout), opts.ping_timeout + 60)
         log(
-            f"  idle: {pinged.answered:,}/{pinged.sent:,} PINGRESP within "
+            f"  {name}: {pinged.answered:,}/{pinged.sent:,} PINGRESP within "
             f"{opts.ping_timeout:.0f} s ({pinged.elapsed:.2f} s), {pinged.dropped} dropped"
         )
     broker.check_alive()
+    return HeldOpen(ready, cpu, rss_before, rss_after, pinged)
+
+
+def _idle_measurements(prefix: str, count: int, held: HeldOpen, **extra: Any) -> list[Measurement]:
+    ready, pinged, cpu = held.ready, held.pinged, held.cpu
     rtt_p99 = pinged.rtt.percentile(99)
     details = {
         "connections": count,
         "connected": ready.connected,
         "connect_failures": ready.errors,
         "connect_seconds": round(ready.elapsed, 2),
-        "rss_before_mib": round(rss_before / 2**20, 1),
-        "rss_after_mib": round(rss_after / 2**20, 1),
+        "rss_before_mib": round(held.rss_before / 2**20, 1),
+        "rss_after_mib": round(held.rss_after / 2**20, 1),
         "pings_sent": pinged.sent,
         "pings_answered": pinged.answered,
         "dropped_after_connack": pinged.dropped,
         "ping_seconds": round(pinged.elapsed, 2),
         "ping_rtt_p99_ms": None if rtt_p99 is None else rtt_p99 / 1000,
+        **extra,
     }
-    per_conn = (rss_after - rss_before) / 1024 / ready.connected if ready.connected else None
+    grown = held.rss_after - held.rss_before
+    per_conn = grown / 1024 / ready.connected if ready.connected else None
     return [
         Measurement(
-            "idle_accepted",
+            f"{prefix}_accepted",
             ready.connected,
             text=f"{ready.connected:,}/{count:,}",
             load_cpu=cpu.load,
@@ -489,14 +527,20 @@ def run_idle(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[M
             other_cpu=cpu.other,
             details=details,
         ),
-        Measurement("idle_kb_per_conn", per_conn, details=details),
+        Measurement(f"{prefix}_kb_per_conn", per_conn, details=details),
         Measurement(
-            "idle_pings",
+            f"{prefix}_pings",
             pinged.answered,
             text=f"{pinged.answered:,}/{count:,}",
             details=details,
         ),
     ]
+
+
+def run_idle(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measurement]:
+    count = opts.idle_connections
+    spec = IdleSpec(broker.host, broker.port, f"{tag}-idle", count, keepalive=60)
+    return _idle_measurements("idle", count, _hold_idle(broker, opts, spec, count, "idle", log))
 
 
 def run_connrate(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measurement]:
@@ -549,6 +593,154 @@ def run_connrate(broker: RunningBroker, opts: Options, tag: str, log: Log) -> li
     ]
 
 
+# --- identity: mutual TLS and policy evaluation -------------------------------------------
+
+WARMUP_CERTS = 8
+"""Client certificates kept out of the measured pools: the preflight and the warm-up cycles use
+them, so first-use costs (lazy imports, caches) are not charged to the measured connections."""
+
+
+def pki_clients_needed(opts: Options) -> int:
+    return max(opts.mtls_connect_certs, opts.mtls_idle_connections) + WARMUP_CERTS
+
+
+def _tls_endpoint(broker: RunningBroker, tag: str, log: Log) -> tuple[Pki, int, dict[str, Any]]:
+    """The broker's PKI and TLS port, after a preflight: one fully verified handshake (CA and
+    host name) with CONNECT/CONNACK, and a client without a certificate, which must fail.
+    Also the TLS facts for a measurement's details."""
+    if broker.pki is None or broker.tls_port is None:
+        raise RuntimeError(f"{broker.label} was started without a PKI")
+    pki, port = broker.pki, broker.tls_port
+    checked = tlsclients.preflight(broker.host, port, pki.clients[-1], pki.ca_cert, f"{tag}-pf")
+    log(
+        f"  preflight: {checked.version}, {checked.cipher}, server certificate verified, "
+        f"session ticket {'issued' if checked.session_ticket else 'not issued'} (never reused)"
+        + ("" if checked.no_cert_refused else "; a client WITHOUT a certificate was accepted")
+    )
+    details = {
+        "tls_version": checked.version,
+        "cipher": checked.cipher,
+        "client_keys": pki.client_key_description,
+        "server_key": "EC P-256",
+        "session_ticket_issued": checked.session_ticket,
+        "session_resumption": False,
+        "client_verifies_server": False,
+        "no_cert_refused": checked.no_cert_refused,
+    }
+    return pki, port, details
+
+
+def _cycles(workers: Sequence[Worker], duration: float) -> ConnRateResult:
+    for worker in workers:
+        worker.send(tlsclients.Go(duration))
+    return tlsclients.merge_results([w.recv(duration + 60) for w in workers])
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run_mtls_connect(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measurement]:
+    pki, port, tls = _tls_endpoint(broker, tag, log)
+    certs = pki.clients[: opts.mtls_connect_certs]
+    processes = max(1, min(opts.mtls_processes, opts.mtls_concurrency))
+    tries: list[tuple[ConnRateResult, CpuLap]] = []
+    for attempt in range(opts.retries + 1):
+        with contextlib.ExitStack() as stack:
+            workers = [
+                stack.enter_context(
+                    Worker(
+                        tlsclients.HandshakeSpec(
+                            broker.host,
+                            port,
+                            f"{tag}-tls{i}",
+                            certs[i::processes],
+                            concurrency=share,
+                        ),
+                        opts.load_cpu,
+                        f"mtls-connect-{i}",
+                    )
+                )
+                for i, share in enumerate(_shares(opts.mtls_concurrency, processes))
+            ]
+            for worker in workers:
+                worker.recv(60)
+            warm = _cycles(workers, opts.mtls_warmup_seconds)
+            meter = CpuMeter(workers, broker)
+            outcome = _cycles(workers, opts.mtls_connect_seconds)
+            lap = meter.lap()
+        broker.check_alive()
+        rate = outcome.completed / outcome.elapsed if outcome.elapsed else 0.0
+        per_cycle = lap.broker * outcome.elapsed / outcome.completed if outcome.completed else 0
+        log(
+            f"  mtls-connect: {rate:,.0f} cycles/s (warm-up {warm.completed:,}), load CPU "
+            f"{lap.load:.0%}, broker CPU {lap.broker:.0%} ({per_cycle * 1000:.2f} ms a cycle), "
+            f"other {lap.other:.0%}"
+            + (f", refused {outcome.refused}" if outcome.refused else "")
+            + (f", errors {dict(outcome.errors)}" if outcome.errors else "")
+        )
+        tries.append((outcome, lap))
+        if not _disturbed(lap.other, opts, log, attempt):
+            break
+        time.sleep(1.0)  # let TIME_WAIT and the broker settle
+    result, cpu = min(tries, key=lambda t: t[1].other)
+    rate = result.completed / result.elapsed if result.elapsed else 0.0
+    # Broker CPU per cycle does not depend on whether the load generators kept up.
+    cpu_ms = cpu.broker * result.elapsed / result.completed * 1000 if result.completed else None
+    p50, p99 = result.connack_latency.percentile(50), result.connack_latency.percentile(99)
+    details: dict[str, Any] = {
+        "completed": result.completed,
+        "refused": result.refused,
+        "errors": dict(result.errors),
+        "seconds": round(result.elapsed, 2),
+        "concurrency": opts.mtls_concurrency,
+        "processes": processes,
+        "load_cpu_by_worker": cpu.by_worker,
+        "client_certificates": len(certs),
+        "connack_p50_ms": None if p50 is None else p50 / 1000,
+        "connack_p99_ms": None if p99 is None else p99 / 1000,
+        **tls,
+    }
+    return [
+        Measurement(
+            "mtls_connect",
+            rate,
+            lower_bound=cpu.load >= opts.saturated,
+            load_cpu=cpu.load,
+            broker_cpu=cpu.broker,
+            other_cpu=cpu.other,
+            details=details,
+        ),
+        Measurement("mtls_connect_cpu_ms", cpu_ms, other_cpu=cpu.other, details=details),
+    ]
+
+
+def run_mtls_idle(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measurement]:
+    pki, port, tls = _tls_endpoint(broker, tag, log)
+    count = min(opts.mtls_idle_connections, len(pki.clients) - WARMUP_CERTS)
+    for i, cert in enumerate(pki.clients[-WARMUP_CERTS:]):
+        context = tlsclients.client_context(cert)
+        tlsclients.connect_once(broker.host, port, context, f"{tag}-warm{i}")
+    spec = tlsclients.TlsIdleSpec(broker.host, port, f"{tag}-tidle", pki.clients[:count])
+    held = _hold_idle(broker, opts, spec, count, "mtls-idle", log)
+    return _idle_measurements("mtls_idle", count, held, **tls)
+
+
+POLICY_FANIN_QOS0 = Ramp("policy_fanin_qos0", "pf0", 20, 1, 0, 5_000, 1_280_000)
+POLICY_FANIN_QOS1 = Ramp("policy_fanin_qos1", "pf1", 20, 1, 1, 5_000, 1_280_000)
+
+
+def run_policy_throughput(
+    broker: RunningBroker, opts: Options, tag: str, log: Log
+) -> list[Measurement]:
+    """The fan-in ramps again, on one broker; the runner starts it twice: thingcore-bare
+    (AllowAll) and thingcore serve (every publish and delivery authorized by the registry)."""
+    return [
+        *run_ramp(POLICY_FANIN_QOS0, broker, opts, tag, log),
+        *run_ramp(POLICY_FANIN_QOS1, broker, opts, tag, log),
+    ]
+
+
 Runner = Callable[[RunningBroker, Options, str, Log], list[Measurement]]
 
 
@@ -558,6 +750,11 @@ class Workload:
     summary: str
     metrics: tuple[str, ...]
     run: Runner
+    needs_pki: bool = False  # brokers get the run's PKI and a mutual-TLS listener
+    brokers: tuple[tuple[str, str], ...] = ()
+    """Fixed (kind, label) pairs, baseline first, instead of the run's --brokers; the report
+    gives such a workload a table of its own, headed `title`."""
+    title: str = ""
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -598,6 +795,28 @@ WORKLOADS: dict[str, Workload] = {
             "CONNECT/CONNACK/DISCONNECT cycles per second, 32 concurrent connectors",
             ("connrate",),
             run_connrate,
+        ),
+        Workload(
+            "mtls-connect",
+            "mutual-TLS cycles/s: full TLS 1.3 handshake, CONNECT/CONNACK, 32 concurrent",
+            ("mtls_connect", "mtls_connect_cpu_ms"),
+            run_mtls_connect,
+            needs_pki=True,
+        ),
+        Workload(
+            "mtls-idle",
+            "2,000 idle mutual-TLS connections: memory per connection, then PINGREQ on all",
+            ("mtls_idle_accepted", "mtls_idle_kb_per_conn", "mtls_idle_pings"),
+            run_mtls_idle,
+            needs_pki=True,
+        ),
+        Workload(
+            "policy-throughput",
+            "thingcore only: fan-in QoS 0 and 1 ramps, policies on (serve) vs off (AllowAll)",
+            ("policy_fanin_qos0", "policy_fanin_qos1"),
+            run_policy_throughput,
+            brokers=(("thingcore-bare", "policies off"), ("thingcore", "policies on")),
+            title="thingcore: policy evaluation on vs off",
         ),
     )
 }
