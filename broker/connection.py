@@ -685,6 +685,9 @@ class Connection(asyncio.Protocol):
             peer_certificate=self.peer_certificate,
         )
         verdict = broker.hooks.authenticate(info, connect)
+        # The certificate has done its job (the identity carries what policies need): at
+        # thousands of TLS connections its bytes are worth dropping.
+        self.peer_certificate = None
         if not isinstance(verdict, Identity):
             self._refuse(verdict)
             return

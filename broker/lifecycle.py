@@ -31,9 +31,15 @@ SUBSCRIPTIONS = "$aws/events/subscriptions/"
 @dataclass(slots=True)
 class _Presence:
     version: int
-    session_identifier: str
     connected: bool
     changed_at: float
+    session_identifier: str = ""
+    """Made when an event first needs it, so connects nobody watches cost no uuid."""
+
+    def identifier(self) -> str:
+        if not self.session_identifier:
+            self.session_identifier = uuid.uuid4().hex
+        return self.session_identifier
 
 
 def _millis() -> int:
@@ -55,6 +61,11 @@ class Lifecycle:
         # the event topic a filter).
         return "#" in client_id or "+" in client_id
 
+    def _watched(self) -> bool:
+        # Only filters beginning with "$aws" can match an event topic [4.7.2]: with none, the
+        # JSON is not even built (connection churn is a hot path).
+        return self.broker.router.has_first_level("$aws")
+
     def _publish(self, topic: str, event: dict[str, object]) -> None:
         payload = json.dumps(event, separators=(",", ":")).encode()
         self.broker.stats.lifecycle_events += 1
@@ -63,16 +74,16 @@ class Lifecycle:
     def connected(self, client_id: str, principal: str | None, address: str | None) -> None:
         if not self.enabled or self._silent(client_id):
             return
-        now = time.monotonic()
         state = self._clients.get(client_id)
         version = 0 if state is None else state.version + 1
-        identifier = uuid.uuid4().hex
-        self._clients[client_id] = _Presence(version, identifier, True, now)
+        state = self._clients[client_id] = _Presence(version, True, time.monotonic())
+        if not self._watched():
+            return
         event: dict[str, object] = {
             "clientId": client_id,
             "timestamp": _millis(),
             "eventType": "connected",
-            "sessionIdentifier": identifier,
+            "sessionIdentifier": state.identifier(),
             "principalIdentifier": principal or "anonymous",
             "versionNumber": version,
         }
@@ -88,13 +99,15 @@ class Lifecycle:
             return
         state.connected = False
         state.changed_at = time.monotonic()
+        if not self._watched():
+            return
         self._publish(
             f"{PRESENCE}disconnected/{client_id}",
             {
                 "clientId": client_id,
                 "timestamp": _millis(),
                 "eventType": "disconnected",
-                "sessionIdentifier": state.session_identifier,
+                "sessionIdentifier": state.identifier(),
                 "principalIdentifier": principal or "anonymous",
                 "clientInitiatedDisconnect": reason == "CLIENT_INITIATED_DISCONNECT",
                 "disconnectReason": reason,
@@ -105,7 +118,7 @@ class Lifecycle:
     def subscriptions(
         self, client_id: str, principal: str | None, topics: list[str], subscribed: bool
     ) -> None:
-        if not self.enabled or not topics or self._silent(client_id):
+        if not self.enabled or not topics or self._silent(client_id) or not self._watched():
             return
         state = self._clients.get(client_id)
         kind = "subscribed" if subscribed else "unsubscribed"
@@ -115,7 +128,7 @@ class Lifecycle:
                 "clientId": client_id,
                 "timestamp": _millis(),
                 "eventType": kind,
-                "sessionIdentifier": state.session_identifier if state else uuid.uuid4().hex,
+                "sessionIdentifier": state.identifier() if state else uuid.uuid4().hex,
                 "principalIdentifier": principal or "anonymous",
                 "topics": topics,
             },

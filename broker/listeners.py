@@ -58,11 +58,14 @@ def server_ssl_context(
     *,
     client_cadata: str | None = None,
     check_client_time: bool = True,
+    session_tickets: int | None = None,
 ) -> ssl.SSLContext:
     """A TLS 1.2+ server context; with client CAs (file or PEM data) a client certificate is
     required. ``check_client_time=False`` leaves validity dates to the authentication hook."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if session_tickets is not None:
+        context.num_tickets = session_tickets
     try:
         context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
         if client_cafile is not None:

@@ -183,6 +183,11 @@ class Router:
 
     # -- matching ------------------------------------------------------------------------
 
+    def has_first_level(self, level: str) -> bool:
+        """Whether any subscription's filter starts with ``level`` (e.g. ``$aws``): a cheap
+        test that lets a publisher skip building a message nobody can receive."""
+        return level in self._root.children
+
     def match(self, topic: str) -> Match:
         """Subscribers of ``topic`` with their QoS (deduplicated) and the shared groups."""
         found = self._cache.get(topic)

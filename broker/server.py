@@ -140,7 +140,12 @@ class Broker:
                         "tls_port is set but tls_certfile is not: give the server certificate"
                     )
                 source = StaticTlsContext(
-                    server_ssl_context(s.tls_certfile, s.tls_keyfile, s.tls_client_cafile)
+                    server_ssl_context(
+                        s.tls_certfile,
+                        s.tls_keyfile,
+                        s.tls_client_cafile,
+                        session_tickets=s.tls_session_tickets,
+                    )
                 )
             specs.append(ListenerSpec("mqtts", s.host, s.tls_port, source))
         return specs

@@ -175,9 +175,19 @@ class RegistryAuthorizer:
         return fields
 
     def request_context(
-        self, client_id: str, cert_id: str | None, source_ip: str | None = None
+        self,
+        client_id: str,
+        cert_id: str | None,
+        source_ip: str | None = None,
+        *,
+        certificate: bool = True,
     ) -> RequestContext:
-        """What policy variables see for this client id and certificate (reference 4.2)."""
+        """What policy variables see for this client id and certificate (reference 4.2).
+
+        ``certificate=False`` leaves the certificate's fields out (``iot:Certificate.*``
+        then resolve to nothing): they cost about a kilobyte per certificate, so sessions
+        whose policies never read them go without.
+        """
         index = self.index
         thing = None
         if cert_id is not None and client_id in index.cert_things.get(cert_id, ()):
@@ -190,7 +200,7 @@ class RegistryAuthorizer:
             thing_type=thing.thing_type if thing else None,
             thing_attributes=thing.attributes if thing else {},
             is_attached=thing is not None,
-            certificate=self._certificate_fields(cert_id) if cert_id else None,
+            certificate=self._certificate_fields(cert_id) if cert_id and certificate else None,
             source_ip=source_ip,
             principal=cert_id,
         )
@@ -216,8 +226,11 @@ class RegistryAuthorizer:
     def _session_auth(
         self, client_id: str, cert_id: str | None, source_ip: str | None
     ) -> SessionAuth:
-        context = self.request_context(client_id, cert_id, source_ip)
-        return SessionAuth(context, self.policies_for(context), self.generation)
+        context = self.request_context(client_id, cert_id, source_ip, certificate=False)
+        policies = self.policies_for(context)
+        if cert_id is not None and _reads_certificate(policies):
+            context = self.request_context(client_id, cert_id, source_ip)
+        return SessionAuth(context, policies, self.generation)
 
     def _state(self, identity: Identity) -> SessionAuth:
         state = identity.context
@@ -225,11 +238,11 @@ class RegistryAuthorizer:
             # A session restored from a snapshot: rebuilt on each call until it reconnects.
             return self._session_auth(identity.client_id, identity.principal, None)
         if state.generation != self.generation:
-            context = self.request_context(
+            fresh = self._session_auth(
                 state.context.client_id, state.context.principal, state.context.source_ip
             )
-            state.context = context
-            state.policies = self.policies_for(context)
+            state.context = fresh.context
+            state.policies = fresh.policies
             state.generation = self.generation
             state.publish.clear()
             state.retain.clear()
@@ -310,6 +323,22 @@ class RegistryAuthorizer:
         """The decision for one request and the context it was made in (`policies test`)."""
         context = self.request_context(client_id, cert_id)
         return evaluate(self.policies_for(context), action, resource, context), context
+
+
+_CERTIFICATE_VARIABLE = "iot:certificate."
+
+
+def _reads_certificate(policies: tuple[PolicyDocument, ...]) -> bool:
+    """Whether any statement mentions an ``iot:Certificate.*`` variable or condition key."""
+    for policy in policies:
+        for statement in policy.statements:
+            texts = [*statement.resources, *statement.not_resources]
+            for condition in statement.conditions:
+                texts.append(condition.key)
+                texts.extend(condition.values)
+            if any(_CERTIFICATE_VARIABLE in text.lower() for text in texts):
+                return True
+    return False
 
 
 def _utc(epoch: float) -> str:

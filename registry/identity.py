@@ -52,8 +52,16 @@ def server_names(settings: RegistrySettings, host: str) -> list[str]:
 class IdentityService:
     """Owns the registry for a running server; use ``async with``."""
 
-    def __init__(self, settings: RegistrySettings, data_dir: Path, *, host: str) -> None:
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        data_dir: Path,
+        *,
+        host: str,
+        session_tickets: int | None = None,
+    ) -> None:
         self.settings = settings
+        self.session_tickets = session_tickets
         self.registry = Registry(settings, data_dir)
         self.host = host
         self.ca: DevelopmentCA | None = None
@@ -123,6 +131,7 @@ class IdentityService:
             ca.server_keyfile,
             client_cadata=index.trust_anchors(),
             check_client_time=False,
+            session_tickets=self.session_tickets,
         )
 
     # -- what the broker uses --------------------------------------------------------------

@@ -33,7 +33,10 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.identity = IdentityService(
-            settings.registry, settings.data_dir, host=settings.broker.host
+            settings.registry,
+            settings.data_dir,
+            host=settings.broker.host,
+            session_tickets=settings.broker.tls_session_tickets,
         )
         self.broker = Broker(
             settings.broker,

@@ -461,3 +461,39 @@ def test_a_restored_session_is_authorized_without_its_cached_state(
     assert auth.may_publish(restored, "sensors/temp", retain=False)
     assert not auth.may_publish(restored, "other/temp", retain=False)
     assert auth.recheck(restored) is None
+
+
+# -- certificate variables -------------------------------------------------------------------
+
+
+def test_certificate_subject_variables_resolve_for_policies_that_use_them(
+    registry: Registry,
+    device: Callable[..., Device],
+    authorizer: Callable[..., RegistryAuthorizer],
+) -> None:
+    by_common_name = policy_document(
+        {
+            "Effect": "Allow",
+            "Action": "iot:Connect",
+            "Resource": "arn:aws:iot:*:*:client/${iot:Certificate.Subject.CommonName}",
+        }
+    )
+    dev = device(by_common_name)
+    common_name = (
+        x509.load_der_x509_certificate(dev.der)
+        .subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0]
+        .value
+    )
+    auth = authorizer()
+    identity = _identity(auth, dev.der, str(common_name))
+    assert identity.context.context.certificate is not None
+    assert _connect(auth, dev.der, f"{common_name}-other") == NOT_AUTHORIZED
+
+
+def test_sessions_whose_policies_ignore_the_certificate_do_not_keep_its_fields(
+    device: Callable[..., Device], authorizer: Callable[..., RegistryAuthorizer]
+) -> None:
+    dev = device(CONNECT_ANY)
+    identity = _identity(authorizer(), dev.der, "any-client")
+    # About a kilobyte per certificate saved at thousands of connections (bench mtls-idle).
+    assert identity.context.context.certificate is None
