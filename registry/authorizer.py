@@ -47,6 +47,7 @@ ANONYMOUS_POLICY_DOCUMENT = """{
 reserved ``$aws/...`` topics (DESIGN.md, defaults)."""
 
 NOT_AUTHORIZED = ConnectReturnCode.NOT_AUTHORIZED
+_CONNECT_CACHE_SIZE = 100_000
 
 
 @dataclass(slots=True)
@@ -73,6 +74,10 @@ class RegistryAuthorizer:
         self.index = index
         self.generation = 0
         self._fields: dict[str, CertificateFields] = {}
+        self._connects: dict[
+            tuple[str | None, str, str | None],
+            tuple[int, RequestContext, tuple[PolicyDocument, ...], bool, str],
+        ] = {}
         self._refusals: dict[str, float] = {}
         self._anonymous_default = parse_policy(ANONYMOUS_POLICY_DOCUMENT, "built-in anonymous")
 
@@ -80,6 +85,7 @@ class RegistryAuthorizer:
         """Use a newer snapshot; every session's cached decisions are dropped lazily."""
         self.index = index
         self.generation += 1
+        self._connects.clear()
         self._fields = {k: v for k, v in self._fields.items() if k in index.certs}
 
     # -- authentication --------------------------------------------------------------------
@@ -96,7 +102,7 @@ class RegistryAuthorizer:
             if problem is not None:
                 self._refuse(cert_id, f"client {client_id!r} refused: {problem}")
                 return NOT_AUTHORIZED
-            state = self._session_auth(client_id, cert_id, info.peer_address)
+            principal: str | None = cert_id
         else:
             if not self.settings.anonymous_policy:
                 self._refuse(
@@ -105,16 +111,34 @@ class RegistryAuthorizer:
                     "(anonymous_policy is unset); connect over TLS with a certificate",
                 )
                 return NOT_AUTHORIZED
-            state = self._session_auth(client_id, None, info.peer_address)
-        decision = self._decide(state, "iot:Connect", self.arns.arn("client", client_id))
-        if not decision.allowed:
-            who = state.context.principal or "anonymous client"
+            principal = None
+        # Devices reconnect with the same id from the same place: the context, the policies
+        # and the iot:Connect decision are reused until the registry changes (each session
+        # still gets decision caches of its own).
+        key = (principal, client_id, info.peer_address)
+        cached = self._connects.get(key)
+        if cached is None or cached[0] != self.generation:
+            state = self._session_auth(client_id, principal, info.peer_address)
+            decision = self._decide(state, "iot:Connect", self.arns.arn("client", client_id))
+            if len(self._connects) >= _CONNECT_CACHE_SIZE:
+                self._connects.clear()
+            cached = self._connects[key] = (
+                self.generation,
+                state.context,
+                state.policies,
+                decision.allowed,
+                decision.reason,
+            )
+        _, context, policies, allowed, reason = cached
+        if not allowed:
+            who = principal or "anonymous client"
             self._refuse(
-                state.context.principal or "anonymous",
-                f"client {client_id!r} ({who}) may not connect: {decision.reason}",
+                principal or "anonymous",
+                f"client {client_id!r} ({who}) may not connect: {reason}",
             )
             return NOT_AUTHORIZED
-        return Identity(client_id, state.context.principal, state.context.thing_name, state)
+        state = SessionAuth(context, policies, self.generation, {}, {}, {}, {})
+        return Identity(client_id, principal, context.thing_name, state)
 
     def certificate_problem(self, cert_id: str, der: bytes | None = None) -> str | None:
         """Why the certificate ``cert_id`` may not connect now, or None if it may."""
