@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from broker.server import Broker
 
 PRESENCE = "$aws/events/presence/"
+MAX_TRACKED_CLIENTS = 100_000
+"""Clients whose event numbering is remembered; beyond, the oldest disconnected are forgotten
+(their next connection is numbered from 0 again, as after AWS's hour)."""
 SUBSCRIPTIONS = "$aws/events/subscriptions/"
 
 
@@ -74,9 +77,12 @@ class Lifecycle:
     def connected(self, client_id: str, principal: str | None, address: str | None) -> None:
         if not self.enabled or self._silent(client_id):
             return
-        state = self._clients.get(client_id)
+        clients = self._clients
+        state = clients.get(client_id)
         version = 0 if state is None else state.version + 1
-        state = self._clients[client_id] = _Presence(version, True, time.monotonic())
+        if state is None and len(clients) >= MAX_TRACKED_CLIENTS:
+            self._forget_oldest()
+        state = clients[client_id] = _Presence(version, True, time.monotonic())
         if not self._watched():
             return
         event: dict[str, object] = {
@@ -133,6 +139,19 @@ class Lifecycle:
                 "topics": topics,
             },
         )
+
+    def _forget_oldest(self) -> None:
+        """Bound the numbering table under churn of unique client ids (auto-assigned ones,
+        say): forget the longest-known disconnected clients, a tenth of the table at once."""
+        excess = len(self._clients) - int(MAX_TRACKED_CLIENTS * 0.9)
+        stale: list[str] = []
+        for client, state in self._clients.items():
+            if len(stale) >= excess:
+                break
+            if not state.connected:
+                stale.append(client)
+        for client in stale:
+            del self._clients[client]
 
     def prune(self) -> None:
         """Forget clients gone longer than the TTL: their numbering starts again at 0."""

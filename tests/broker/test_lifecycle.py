@@ -159,3 +159,24 @@ def test_switched_off_publishes_nothing(start_broker: StartBroker, paho: Paho, n
     device.disconnect()
     watch.expect_nothing(0.3)
     assert broker.stats()["lifecycle_events"] == 0
+
+
+def test_the_numbering_table_stays_bounded_under_unique_client_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broker import lifecycle
+    from broker.config import BrokerSettings
+    from broker.server import Broker
+
+    monkeypatch.setattr(lifecycle, "MAX_TRACKED_CLIENTS", 100)
+    events = Broker(BrokerSettings(port=None, tls_port=None)).lifecycle
+    for n in range(1000):
+        events.connected(f"auto-{n}", None, "127.0.0.1")
+        events.disconnected(f"auto-{n}", None, "CLIENT_INITIATED_DISCONNECT")
+    events.connected("kept", None, None)
+    for n in range(1000, 1200):
+        events.connected(f"auto-{n}", None, "127.0.0.1")
+        events.disconnected(f"auto-{n}", None, "CLIENT_INITIATED_DISCONNECT")
+    assert len(events._clients) <= 100
+    # A connected client is never forgotten: its disconnect still pairs with its connect.
+    assert events._clients["kept"].connected
