@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,10 +76,10 @@ class Database:
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:
                 cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                _enable_wal(cursor)
                 cursor.execute(f"PRAGMA synchronous={synchronous}")
                 cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
 
     @property
@@ -157,6 +158,28 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _enable_wal(cursor: Any, patience: float = 30.0) -> None:
+    """Switch a SQLite database to WAL, waiting while another process holds it.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked"
+    at once rather than through the busy handler when another process is migrating a new
+    database; so retry, bounded (only in worker threads and the CLI, never on the event loop).
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _first_line(exc: BaseException) -> str:
