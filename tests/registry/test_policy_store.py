@@ -345,3 +345,22 @@ def test_parse_target(registry: Registry, target: str, expected: tuple[str, str]
 def test_parse_target_refuses(registry: Registry, target: str, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         registry.policies.parse_target(target)
+
+
+@SQLITE_ONLY
+def test_documents_are_kept_as_sent_and_capped_at_awss_2048_characters(
+    registry: Registry,
+) -> None:
+    sent = (
+        '{"Version": "2012-10-17",\n'
+        '  "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}'
+    )
+    registry.policies.create("as-sent", sent)
+    assert registry.policies.get("as-sent")["policyDocument"] == sent
+    # Whitespace does not count (AWS), so a well-indented policy is not penalised.
+    padded = sent.replace("\n", "\n" + " " * 3000)
+    registry.policies.create("padded", padded)
+    resources = [f"arn:aws:iot:us-east-1:000000000000:topic/t{n:04}" for n in range(60)]
+    too_long = policy_document({"Effect": "Allow", "Action": "iot:Publish", "Resource": resources})
+    with pytest.raises(MalformedPolicy, match="2048"):
+        registry.policies.create("too-long", too_long)
