@@ -40,6 +40,19 @@ class _Attempt:
         self.received = b""
 
 
+def tally_connack(result: ConnRateResult, data: bytes, started_ns: int) -> str | None:
+    """Count the CONNACK at the start of ``data`` (accepted or refused); for anything else,
+    return what went wrong."""
+    if data[0] == 0x20 and data[3] == 0:
+        result.completed += 1
+        result.connack_latency.add((time.monotonic_ns() - started_ns) // 1000)
+        return None
+    if data[0] == 0x20:
+        result.refused += 1
+        return None
+    return f"unexpected packet type {data[0] >> 4}"
+
+
 def run_cycles(
     host: str,
     port: int,
@@ -116,14 +129,7 @@ def run_cycles(
         if len(data) < 4:
             attempt.received = data
             return
-        error = None
-        if data[0] == 0x20 and data[3] == 0:
-            result.completed += 1
-            result.connack_latency.add((monotonic_ns() - attempt.started_ns) // 1000)
-        elif data[0] == 0x20:
-            result.refused += 1
-        else:
-            error = f"unexpected packet type {data[0] >> 4}"
+        error = tally_connack(result, data, attempt.started_ns)
         try:
             attempt.sock.send(mqttwire.DISCONNECT)
         except OSError:

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import mqttwire, workers
-from bench.connrate import ConnRateResult
+from bench.connrate import ConnRateResult, tally_connack
 from bench.loadgen import ClientError, IdleClient, PingTally
 from bench.pki import ClientCert
 from bench.stats import Histogram
-from bench.workers import CONNECT_TIMEOUT, Channel, Ping, Pinged, Ready, Stop
+from bench.workers import CONNECT_TIMEOUT, Channel, Ready, Stop
 
 HANDSHAKING, WAITING = 1, 2
 
@@ -260,14 +260,7 @@ def run_cycles(
         if len(data) < 4:
             attempt.received = data
             return
-        error = None
-        if data[0] == 0x20 and data[3] == 0:
-            result.completed += 1
-            result.connack_latency.add((monotonic_ns() - attempt.started_ns) // 1000)
-        elif data[0] == 0x20:
-            result.refused += 1
-        else:
-            error = f"unexpected packet type {data[0] >> 4}"
+        error = tally_connack(result, data, attempt.started_ns)
         with contextlib.suppress(OSError):
             attempt.sock.send(mqttwire.DISCONNECT)
         restart(fd, error)
@@ -386,23 +379,7 @@ async def tls_idle_role(spec: TlsIdleSpec, channel: Channel) -> None:
         for i in range(len(spec.certs))
     ]
     channel.send(await _connect_tls(clients, contexts, spec.host, spec.port, spec.concurrency))
-    while not isinstance(command := await channel.recv(), Stop):
-        assert isinstance(command, Ping)
-        gc.collect()
-        started = time.monotonic()
-        live = [c for c in clients if c.connected.done() and c.transport is not None]
-        tally.reset(len(live))
-        sent = sum(1 for c in live if c.ping())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(command.timeout):
-                await tally.done.wait()
-        rtt = Histogram()
-        for ns in tally.rtts_ns:
-            rtt.add(ns // 1000)
-        channel.send(Pinged(sent, tally.count, tally.dropped, rtt, time.monotonic() - started))
-    for client in clients:
-        client.close()
-    await asyncio.sleep(0.5)
+    await workers.serve_pings(clients, tally, channel)
 
 
 workers.ASYNC_ROLES[HandshakeSpec] = handshake_role

@@ -372,6 +372,11 @@ async def idle_role(spec: IdleSpec, channel: Channel) -> None:
             clients, spec.host, spec.port, concurrency=spec.concurrency, tolerate_failures=True
         )
     )
+    await serve_pings(clients, tally, channel)
+
+
+async def serve_pings(clients: list[IdleClient], tally: PingTally, channel: Channel) -> None:
+    """Answer each `Ping` command with a PINGREQ round on every live client until `Stop`."""
     while not isinstance(command := await channel.recv(), Stop):
         assert isinstance(command, Ping)
         gc.collect()
