@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,12 @@ log = logging.getLogger("thingcore.identity")
 
 CHANGE_RETENTION = 3600.0
 """Seconds change rows are kept: long enough for any follower that briefly fell behind."""
+
+SERVICE_KINDS = frozenset({"shadow"})
+"""Change kinds that concern other services only: they do not reload the identity index."""
+
+ChangeListener = Callable[[set[str], dict[str, set[str]]], Awaitable[None]]
+"""Called with the kinds of a batch of changes and, per kind, the keys that changed."""
 
 
 def server_names(settings: RegistrySettings, host: str) -> list[str]:
@@ -77,6 +84,12 @@ class IdentityService:
         """Set while a PostgreSQL notification channel is open."""
         self.reloads = 0
         self.notifications = 0
+        self._listeners: list[ChangeListener] = []
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Also tell ``listener`` about each batch of changes (after the index is swapped,
+        so it sees the registry as the changes left it)."""
+        self._listeners.append(listener)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -191,6 +204,23 @@ class IdentityService:
         changes = await asyncio.to_thread(self.registry.changes_after, self._last_change)
         if not changes:
             return 0
+        kinds = {c.kind for c in changes}
+        if kinds - SERVICE_KINDS:
+            await self._reload()
+        last = changes[-1].id
+        self._last_change = last if last is not None else self._last_change
+        if self._listeners:
+            keys: dict[str, set[str]] = {}
+            for change in changes:
+                keys.setdefault(change.kind, set()).add(change.key)
+            for listener in self._listeners:
+                try:
+                    await listener(kinds, keys)
+                except Exception:  # noqa: BLE001 - one service's failure must not stop the feed
+                    log.exception("a change listener failed on changes %s", sorted(kinds))
+        return len(changes)
+
+    async def _reload(self) -> None:
         index = await asyncio.to_thread(self._load)
         anchors = index.trust_anchors()
         context = self._context
@@ -203,11 +233,13 @@ class IdentityService:
             self._context = context
             self._anchors = anchors
             log.info("TLS trust updated: %d registered CAs", len(index.cas))
-        last = changes[-1].id
-        self._last_change = last if last is not None else self._last_change
         self.reloads += 1
         if self._broker is not None:
             kicked = self._broker.recheck_sessions()
             if kicked:
                 log.info("disconnected %d sessions after registry changes", kicked)
-        return len(changes)
+
+    def thing(self, name: str) -> tuple[bool, str | None]:
+        """Whether ``name`` is a registered thing, and its type (from the current index)."""
+        info = self.authorizer.index.things.get(name)
+        return (False, None) if info is None else (True, info.thing_type)

@@ -23,6 +23,8 @@ class ThingType(SQLModel, table=True):
     """JSON list of attribute names."""
     deprecated: bool = False
     deprecated_at: float | None = None
+    shadow_options: str | None = None
+    """Beyond-AWS shadow behaviour for things of this type (JSON, ``shadows/options.py``)."""
     created_at: float
 
 

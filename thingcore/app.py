@@ -3,9 +3,10 @@
 Start order: data directory, identity (database and migrations, the development CA and server
 certificate, the first registry snapshot, in a worker thread), then the broker (restores its
 snapshot and listens, with the identity service's auth hooks and TLS trust), then the change
-feed. Later issues add shadows and rules after the broker. Stop order is the reverse, written
-down by the ``AsyncExitStack``: the feed stops, the broker stops listening, disconnects clients
-and writes its snapshot, then the database is closed.
+feed, then the shadow service on the broker's Bus (it answers shadow requests and follows the
+same change feed). Stop order is the reverse, written down by the ``AsyncExitStack``: the
+shadow service stops taking requests and answers what it queued, the feed stops, the broker
+stops listening, disconnects clients and writes its snapshot, then the database is closed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from types import TracebackType
 
 from broker.server import Broker
 from registry.identity import IdentityService
+from shadows.service import ShadowService
+from shadows.store import ShadowStore
 from thingcore.config import Settings
 
 log = logging.getLogger("thingcore")
@@ -44,6 +47,14 @@ class App:
             hooks=self.identity.authorizer,
             tls=self.identity,
         )
+        self.shadows: ShadowService | None = None
+        if settings.shadows.enabled:
+            self.shadows = ShadowService(
+                settings.shadows,
+                ShadowStore(self.identity.registry.db, settings.shadows),
+                self.broker.bus,
+                things=self.identity.thing,
+            )
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> App:
@@ -53,6 +64,9 @@ class App:
             await stack.enter_async_context(self.broker)
             self.identity.follow(self.broker)
             stack.push_async_callback(self.identity.stop_following)
+            if self.shadows is not None:
+                await stack.enter_async_context(self.shadows)
+                self.identity.add_listener(self.shadows.on_changes)
             self._stack = stack.pop_all()
         return self
 

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from broker.config import BrokerSettings
 from registry.config import RegistrySettings
+from shadows.config import ShadowSettings
 from thingcore.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     broker: BrokerSettings = BrokerSettings()
     registry: RegistrySettings = RegistrySettings()
+    shadows: ShadowSettings = ShadowSettings()
 
     @classmethod
     def settings_customise_sources(

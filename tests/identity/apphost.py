@@ -39,6 +39,7 @@ from broker.config import BrokerSettings
 from registry.ca import DevelopmentCA
 from registry.config import RegistrySettings
 from registry.service import Registry, record_change
+from shadows.config import ShadowSettings
 from tests.broker.raw5 import Raw5Client
 from tests.broker.rawclient import RawClient, wait_for
 from thingcore.app import App
@@ -58,7 +59,9 @@ WAIT = 5.0
 class RunningApp:
     """``App(settings)`` serving in a background uvloop thread; ``stop()`` shuts it down."""
 
-    def __init__(self, data_dir: Path, **registry_overrides: Any) -> None:
+    def __init__(
+        self, data_dir: Path, *, shadows: ShadowSettings | None = None, **registry_overrides: Any
+    ) -> None:
         self.data_dir = data_dir
         self.settings = Settings(
             data_dir=data_dir,
@@ -74,6 +77,7 @@ class RunningApp:
                 lifecycle_events=True,
             ),
             registry=RegistrySettings(change_poll_interval=0.05, **registry_overrides),
+            shadows=shadows or ShadowSettings(),
         )
         self.app = App(self.settings)
         self.loop = uvloop.new_event_loop()

@@ -21,8 +21,10 @@ from registry import models
 from registry.config import RegistrySettings
 from registry.errors import DatabaseError
 from registry.service import Registry
+from shadows import models as shadow_models
 
-# Importing registry.models also registers the tables on SQLModel.metadata.
+# Importing registry.models and shadows.models registers the tables on SQLModel.metadata.
+assert shadow_models.ShadowRow.__tablename__ == "shadows"
 MIGRATIONS = Path(models.__file__).parent / "migrations"
 
 

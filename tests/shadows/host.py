@@ -1,0 +1,137 @@
+"""Shadow test helpers: devices allowed to use their own shadows, and a paho client that
+collects what the shadow service answers."""
+
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import time
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from tests.identity.apphost import ARN, THING, WAIT, Device, RunningApp, provision
+
+
+def shadow_policy(*, thing_shadows: str = "*") -> str:
+    """AWS's usual shadow policy: a device may use its own thing's shadow topics only."""
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}:client/{THING}"},
+        {
+            "Effect": "Allow",
+            "Action": ["iot:Publish", "iot:Receive"],
+            "Resource": f"{ARN}:topic/$aws/things/{THING}/shadow/{thing_shadows}",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "iot:Subscribe",
+            "Resource": f"{ARN}:topicfilter/$aws/things/{THING}/shadow/{thing_shadows}",
+        },
+    ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def shadow_device(app: RunningApp, name: str, **kw: Any) -> Device:
+    return provision(app, name, policy=shadow_policy(**kw))
+
+
+class ShadowClient:
+    """A paho MQTT client over mTLS that records every message it receives."""
+
+    def __init__(self, app: RunningApp, device: Device, *, protocol: int = mqtt.MQTTv311) -> None:
+        self.device = device
+        self.prefix = f"$aws/things/{device.name}/shadow"
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.seen: list[tuple[str, bytes]] = []
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=device.name, protocol=protocol
+        )
+        self.client.tls_set_context(device.context())
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
+        self.client.connect("localhost", app.tls_port)
+        self.client.loop_start()
+        deadline = time.monotonic() + WAIT
+        while not self.client.is_connected():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{device.name} did not connect")
+            time.sleep(0.01)
+
+    def subscribe(self, *filters: str) -> None:
+        for topic_filter in filters:
+            done = self.client.subscribe(topic_filter, qos=1)
+            assert done[0] == mqtt.MQTT_ERR_SUCCESS
+        # A round trip through the broker: every SUBSCRIBE before it has been applied.
+        marker = f"{self.prefix}/get/accepted"
+        self._barrier(marker)
+
+    def _barrier(self, _marker: str) -> None:
+        probe = f"{self.prefix}/name/barrier-{uuid.uuid4().hex[:8]}/get"
+        self.client.subscribe(probe + "/rejected", qos=1)
+        self.client.publish(probe, b"", qos=1)
+        self.expect(probe + "/rejected")
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 1) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(WAIT)
+
+    def expect(self, topic: str, timeout: float = WAIT) -> dict[str, Any]:
+        """The next message on ``topic`` (others are kept in ``seen``), parsed."""
+        for index, (seen_topic, payload) in enumerate(self.seen):
+            if seen_topic == topic:
+                del self.seen[index]
+                return dict(json.loads(payload))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"nothing on {topic}; other messages: {self.seen}")
+            try:
+                seen_topic, payload = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if seen_topic == topic:
+                return dict(json.loads(payload))
+            self.seen.append((seen_topic, payload))
+
+    def nothing_on(self, topic: str, wait: float = 0.3) -> None:
+        """Assert no message arrives on ``topic`` within ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                seen_topic, payload = self.messages.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            self.seen.append((seen_topic, payload))
+        assert all(t != topic for t, _ in self.seen), f"unexpected message on {topic}"
+
+    def request(
+        self, op: str, payload: dict[str, Any] | bytes | None = None, *, name: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Publish a request and wait for its accepted or rejected answer."""
+        prefix = self.prefix if name is None else f"{self.prefix}/name/{name}"
+        body = b"" if payload is None else payload
+        self.publish(f"{prefix}/{op}", body)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            for outcome in ("accepted", "rejected"):
+                topic = f"{prefix}/{op}/{outcome}"
+                if any(t == topic for t, _ in self.seen):
+                    return outcome, self.expect(topic)
+            try:
+                seen_topic, data = self.messages.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.seen.append((seen_topic, data))
+        raise AssertionError(f"no answer to {prefix}/{op}; seen: {self.seen}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def tls_context(device: Device) -> ssl.SSLContext:
+    return device.context()
