@@ -178,10 +178,16 @@ def _client_token(document: JsonObject, limits: ShadowLimits) -> str | None:
 
 def parse_token_request(payload: bytes, limits: ShadowLimits) -> str | None:
     """The ``clientToken`` of a ``/get`` or ``/delete`` request; the rest of the body is
-    ignored (reference 1.9). An empty payload is a request without a token."""
+    ignored (reference 1.9). An empty or non-JSON payload is a request without a token;
+    a token that is not a string of at most 64 bytes is a 400, as in an update."""
     if not payload.strip():
         return None
-    document = parse_json(payload, limits)
+    try:
+        document = parse_json(payload, limits)
+    except ShadowError as exc:
+        if exc.code is ShadowErrorCode.BAD_REQUEST:
+            return None  # not JSON: nothing to read a token from, and the rest is ignored
+        raise
     if not isinstance(document, dict):
         return None
     return _client_token(document, limits)
@@ -374,7 +380,8 @@ _MISSING = object()
 
 
 def _same(a: Any, b: Any) -> bool:
-    """JSON equality: ``1 == True`` and ``1 == 1.0`` in Python, but not in a document."""
+    """JSON equality. JSON has one number type, so ``1`` and ``1.0`` are the same value; but
+    ``true`` is not ``1``, although Python says ``True == 1``."""
     if type(a) is not type(b):
         if isinstance(a, bool) or isinstance(b, bool):
             return False

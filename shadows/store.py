@@ -45,10 +45,15 @@ _HISTORY = text(
     "INSERT INTO shadow_history "
     "(thing, name, version, document, client_id, client_token, created_at) "
     "VALUES (:thing, :name, :version, :document, :client_id, :client_token, :created_at) "
-    "ON CONFLICT (thing, name, version) DO UPDATE SET document = excluded.document"
+    "ON CONFLICT (thing, name, version) DO UPDATE SET document = excluded.document, "
+    "client_id = excluded.client_id, client_token = excluded.client_token, "
+    "created_at = excluded.created_at"
 )
+# Rows above the newest version are an earlier life of a shadow that restarted at version 1
+# (deleted more than 48 hours before): they must not pass for newer versions of this one.
 _HISTORY_TRIM = text(
-    "DELETE FROM shadow_history WHERE thing = :thing AND name = :name AND version <= :below"
+    "DELETE FROM shadow_history WHERE thing = :thing AND name = :name "
+    "AND (version <= :below OR version > :newest)"
 )
 _REJECTION = text(
     "INSERT INTO shadow_rejections "
@@ -168,12 +173,15 @@ class ShadowStore:
                     for h in writes.history
                 ],
             )
-            trims: dict[ShadowKey, int] = {}
+            trims: dict[ShadowKey, tuple[int, int]] = {}
             for h in writes.history:
-                trims[h.key] = h.version - h.keep
+                trims[h.key] = (h.version - h.keep, h.version)
             conn.execute(
                 _HISTORY_TRIM,
-                [{"thing": k.thing, "name": k.stored_name, "below": v} for k, v in trims.items()],
+                [
+                    {"thing": k.thing, "name": k.stored_name, "below": below, "newest": newest}
+                    for k, (below, newest) in trims.items()
+                ],
             )
         if writes.rejections:
             conn.execute(

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.identity.apphost import RunningApp
-from tests.identity.conftest import name  # noqa: F401 - the per-test name fixture
+from tests.identity.conftest import clients, name  # noqa: F401 - shared fixtures
+from tests.identity.test_sdks import cleanup  # noqa: F401 - SDK clients stopped at teardown
 from tests.shadows.host import ShadowClient
 
 
