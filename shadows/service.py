@@ -105,8 +105,9 @@ class ShadowService:
             subscription.cancel()
         self._subscriptions.clear()
         self._event_subscriptions.clear()
-        # Answer what was accepted into the queue before stopping (bounded by the queue size).
-        if self._queue:
+        # Answer what was accepted into the queue before stopping (bounded by the queue size),
+        # including a batch the writer has taken and is committing right now.
+        if not self.idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle.wait(), 10)
         if self._writer is not None:

@@ -129,9 +129,7 @@ def test_v2_request_response_client_named_shadows(
             shadow_name=shadow_name,
             state=iotshadow.ShadowState(reported=reported),
         )
-        response: iotshadow.UpdateShadowResponse = shadow.update_named_shadow(request).result(
-            WAIT
-        )
+        response: iotshadow.UpdateShadowResponse = shadow.update_named_shadow(request).result(WAIT)
         return response
 
     assert update("config", {"interval": 5}).version == 1
