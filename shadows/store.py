@@ -369,10 +369,14 @@ class ShadowStore:
     def delete_thing_shadows(self, thing: str) -> int:
         """Remove every shadow of ``thing`` (setting ``delete_with_thing``); returns how many."""
         with self.db.engine.begin() as conn:
-            result = conn.execute(text("DELETE FROM shadows WHERE thing = :t"), {"t": thing})
+            live = conn.execute(
+                text('SELECT COUNT(*) FROM shadows WHERE thing = :t AND "exists" = :yes'),
+                {"t": thing, "yes": True},
+            ).scalar()
+            conn.execute(text("DELETE FROM shadows WHERE thing = :t"), {"t": thing})
             conn.execute(text("DELETE FROM shadow_history WHERE thing = :t"), {"t": thing})
             conn.execute(text("DELETE FROM shadow_rejections WHERE thing = :t"), {"t": thing})
-            return int(result.rowcount or 0)
+            return int(live or 0)
 
     # -- the message outbox -------------------------------------------------------------------
 

@@ -65,7 +65,13 @@ def settings_for(data_dir: Path | None) -> Settings:
 @contextmanager
 def open_registry(data_dir: Path | None) -> Iterator[Registry]:
     """The registry database of these settings, opened (and migrated) for one command."""
-    settings = settings_for(data_dir)
+    with registry_for(settings_for(data_dir)) as registry:
+        yield registry
+
+
+@contextmanager
+def registry_for(settings: Settings) -> Iterator[Registry]:
+    """``open_registry`` for commands that also need the rest of the settings."""
     registry = Registry(settings.registry, settings.data_dir)
     try:
         registry.open()

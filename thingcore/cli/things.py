@@ -9,6 +9,7 @@ import typer
 from rich.console import RenderableType
 
 from registry import names
+from shadows.store import ShadowStore
 from thingcore.cli.ca import ensure_development_ca
 from thingcore.cli.certs import (
     check_attachments,
@@ -26,7 +27,9 @@ from thingcore.cli.common import (
     open_registry,
     parse_pairs,
     print_json,
+    registry_for,
     resolve_cert_id,
+    settings_for,
     short_id,
     stdout_console,
     subtyper,
@@ -268,9 +271,12 @@ def delete(
 ) -> None:
     """Delete a thing. Its certificates stay registered; `--force` detaches them first.
 
+    Its shadows stay too (AWS behaviour), unless the setting `shadows.delete_with_thing` is on.
+
     Example: `thingcore things delete dev-1 --force`
     """
-    with open_registry(data_dir) as registry:
+    settings = settings_for(data_dir)
+    with registry_for(settings) as registry:
         registry.things.describe(name)  # a missing thing is an error here, not a no-op
         detached = []
         if force:
@@ -278,10 +284,15 @@ def delete(
                 registry.certs.detach_thing(name, arn)
                 detached.append(arn.rsplit("/", 1)[1])
         registry.things.delete(name)
+        shadows = None
+        if settings.shadows.delete_with_thing:
+            shadows = ShadowStore(registry.db, settings.shadows).delete_thing_shadows(name)
     console = stdout_console()
     for cert_id in detached:
         console.print(f"Detached certificate {cert_id}")
     console.print(f"Deleted thing {name}")
+    if shadows is not None:
+        console.print(f"Deleted {shadows} shadow{'' if shadows == 1 else 's'} of {name}")
 
 
 def attach_cert(thing: Name, cert_id: CertId, data_dir: DataDir = None) -> None:
