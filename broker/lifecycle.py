@@ -65,9 +65,10 @@ class Lifecycle:
         return "#" in client_id or "+" in client_id
 
     def _watched(self) -> bool:
-        # Only filters beginning with "$aws" can match an event topic [4.7.2]: with none, the
-        # JSON is not even built (connection churn is a hot path).
-        return self.broker.router.has_first_level("$aws")
+        # Only filters that can match "$aws/events/..." can receive an event [4.7.2]: with
+        # none, the JSON is not even built (connection churn is a hot path). The shadow
+        # service's "$aws/things/..." subscriptions do not count.
+        return self.broker.router.may_match_under("$aws", "events")
 
     def _publish(self, topic: str, event: dict[str, object]) -> None:
         payload = json.dumps(event, separators=(",", ":")).encode()

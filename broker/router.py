@@ -188,6 +188,31 @@ class Router:
         test that lets a publisher skip building a message nobody can receive."""
         return level in self._root.children
 
+    def may_match_under(self, *levels: str) -> bool:
+        """Whether some subscription could match a topic that begins with ``levels``
+        (``"$aws", "events"``): a cheap test that lets a publisher skip building messages
+        nobody receives, even while other services subscribe elsewhere under ``$aws``."""
+        nodes = [self._root]
+        for depth, level in enumerate(levels):
+            following: list[_Node] = []
+            # [4.7.2-1] wildcards at the first level do not match topics beginning with '$'.
+            wild = depth > 0 or not level.startswith("$")
+            for node in nodes:
+                children = node.children
+                if wild:
+                    if "#" in children:
+                        return True
+                    plus = children.get("+")
+                    if plus is not None:
+                        following.append(plus)
+                exact = children.get(level)
+                if exact is not None:
+                    following.append(exact)
+            if not following:
+                return False
+            nodes = following
+        return True
+
     def match(self, topic: str) -> Match:
         """Subscribers of ``topic`` with their QoS (deduplicated) and the shared groups."""
         found = self._cache.get(topic)

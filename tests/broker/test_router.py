@@ -523,3 +523,52 @@ def test_overlapping_subscriptions_with_options_keep_each_subscriptions_options(
     assert sorted(found[b]) == sorted((with_id, no_local))  # type: ignore[arg-type]
     assert option_identifier(with_id) == 42
     assert with_id & 3 == 1 and no_local & (NO_LOCAL | RETAIN_AS_PUBLISHED) == 12
+
+
+# --------------------------------------------------------------------------------------------
+# may_match_under: may a topic beginning with these levels have a subscriber?
+# --------------------------------------------------------------------------------------------
+
+
+def test_may_match_under_follows_exact_levels_and_wildcards() -> None:
+    router = Router()
+    assert not router.may_match_under("$aws", "events")
+    router.subscribe(Sub("shadows"), "$aws/things/+/shadow/update", 1)
+    assert router.may_match_under("$aws")
+    assert not router.may_match_under("$aws", "events")
+    router.subscribe(Sub("watcher"), "$aws/+/presence/#", 1)
+    assert router.may_match_under("$aws", "events")
+    assert router.may_match_under("$aws", "events", "presence", "connected", "c1")
+    assert not router.may_match_under("$aws", "events", "subscriptions")
+
+
+def test_may_match_under_hash_and_first_level_wildcards() -> None:
+    router = Router()
+    router.subscribe(Sub("all"), "#", 0)
+    router.subscribe(Sub("plus"), "+/events/#", 0)
+    # [4.7.2-1] wildcards at the first level do not match '$' topics.
+    assert not router.may_match_under("$aws", "events")
+    assert router.may_match_under("plain", "topic")
+    router.subscribe(Sub("aws-all"), "$aws/#", 0)
+    assert router.may_match_under("$aws", "events", "presence")
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "b", "+", "#", "$x"]), min_size=1, max_size=4)
+        .filter(lambda levels: "#" not in levels[:-1])
+        .map("/".join),
+        max_size=5,
+    ),
+    st.lists(st.sampled_from(["a", "b", "$x"]), min_size=1, max_size=3),
+    st.lists(st.sampled_from(["a", "b", "c"]), max_size=3),
+)
+def test_may_match_under_is_never_wrong_when_it_says_no(
+    filters: list[str], prefix: list[str], rest: list[str]
+) -> None:
+    router = Router()
+    for index, topic_filter in enumerate(filters):
+        router.subscribe(Sub(str(index)), topic_filter, 0)
+    topic = "/".join(prefix + rest)
+    if not router.may_match_under(*prefix):
+        assert subs_of(router, topic) == {}
