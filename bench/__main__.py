@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
             "bench/results/latest.md and .json (latest-quick.* with --quick, latest-v5.* with\n"
             "--protocol 5, latest-NAME.* with --results-name NAME; plus dated copies).\n"
             "The mutual-TLS workloads issue and register client certificates first (a few\n"
-            "seconds per thousand); policy-throughput always compares thingcore with itself.\n"
+            "seconds per thousand); policy-throughput always compares thingcore with itself,\n"
+            "shadow-updates always thingcore with amqtt's shadow plugin.\n"
             "Benchmarks report, they never fail: exit code 0 unless the harness itself breaks."
         ),
         epilog=f"workloads:\n{workloads}\n\nexample: python -m bench --quick --only latency,idle",
@@ -96,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="client certificate keys: ec (P-256, default) or rsa (2048 bits)",
     )
     parser.add_argument(
+        "--shadow-windows",
+        metavar="N[,N]",
+        help="shadow-updates: closed-loop runs with N updates outstanding per device (at most "
+        "one per thing, so at most 10); the best run counts (default 1,8)",
+    )
+    parser.add_argument(
+        "--shadow-rate",
+        type=float,
+        metavar="UPDATES_PER_S",
+        help="shadow-updates: total rate offered for the latency run (default 100)",
+    )
+    parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where to write the results"
     )
     parser.add_argument(
@@ -141,6 +154,20 @@ def main(argv: list[str] | None = None) -> int:
             overrides[option] = value
     if args.mtls_key_type:
         overrides["mtls_key_type"] = args.mtls_key_type
+    if args.shadow_windows:
+        try:
+            windows = tuple(int(w) for w in args.shadow_windows.split(",") if w.strip())
+        except ValueError:
+            windows = ()
+        if not windows or min(windows) < 1:
+            print("error: --shadow-windows takes positive integers, e.g. 1,8", file=sys.stderr)
+            return 2
+        overrides["shadow_windows"] = windows
+    if args.shadow_rate is not None:
+        if args.shadow_rate <= 0:
+            print("error: --shadow-rate must be positive", file=sys.stderr)
+            return 2
+        overrides["shadow_rate"] = args.shadow_rate
     if args.results_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.results_name):
         print("error: --results-name takes letters, digits, '.', '_' and '-'", file=sys.stderr)
         return 2

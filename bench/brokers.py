@@ -5,17 +5,21 @@ Each broker runs as a subprocess on a free loopback port, pinned to the broker C
 then stops it), with a private temporary directory for its config, data and log. `run_broker`
 is a context manager: the broker is stopped by PID whatever happens (SIGINT, then SIGKILL).
 
-Three kinds: `mosquitto`, `thingcore` (`thingcore serve`, with the registry) and
-`thingcore-bare` (the same broker without the registry, `bench.bare_broker`). Given the run's
-PKI (`bench.pki`), Mosquitto and thingcore also listen for mutual TLS on a second free port
-with the same CA and server certificate; thingcore always binds its TLS listener to a free
-port, never to its default 8883.
+Four kinds: `mosquitto`, `thingcore` (`thingcore serve`, with the registry),
+`thingcore-bare` (the same broker without the registry, `bench.bare_broker`) and `amqtt`
+(amqtt's broker with its contrib shadow plugin on SQLite, `bench.amqtt_broker`). Given the
+run's PKI (`bench.pki`), Mosquitto and thingcore also listen for mutual TLS on a second free
+port with the same CA and server certificate; thingcore always binds its TLS listener to a
+free port, never to its default 8883. With `allow_all`, thingcore's anonymous clients get a
+policy that allows every action on every resource, `$aws/...` topics included (the other
+kinds let anonymous clients do everything anyway).
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -35,6 +39,11 @@ from bench.pki import Pki
 
 HOST = "127.0.0.1"
 RESERVED_PORTS = frozenset({1883, 8883})  # the system Mosquitto's; never ours
+ALLOW_ALL_POLICY = "bench-all"
+ALLOW_ALL_DOCUMENT = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}],
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class LaunchContext:
     limits: Limits
     log: Path
     pki: Pki | None  # the run's PKI, for the mutual-TLS workloads; None: no TLS clients
+    allow_all: bool = False  # anonymous clients may use every topic, reserved ones included
 
 
 Launcher = Callable[[LaunchContext], Launch]
@@ -142,7 +152,36 @@ def thingcore(ctx: LaunchContext) -> Launch:
         ctx.pki.copy_thingcore_data(ctx.workdir / "data")  # the CA and registered devices
     else:
         (ctx.workdir / "data").mkdir()
+    if ctx.allow_all:
+        _create_allow_all_policy(ctx, env)
+        env["THINGCORE_REGISTRY__ANONYMOUS_POLICY"] = ALLOW_ALL_POLICY
     return Launch([sys.executable, "-m", "thingcore", "serve"], env, stop_timeout=10.0)
+
+
+def _create_allow_all_policy(ctx: LaunchContext, env: dict[str, str]) -> None:
+    """Create the `bench-all` policy in the data directory with thingcore's own CLI, before
+    the server starts. The default anonymous policy denies the reserved `$aws/...` topics,
+    which the shadow workload's anonymous devices use."""
+    document = ctx.workdir / "bench-all-policy.json"
+    document.write_text(json.dumps(ALLOW_ALL_DOCUMENT))
+    argv = [sys.executable, "-m", "thingcore", "policies", "create", ALLOW_ALL_POLICY]
+    try:
+        done = subprocess.run(
+            [*argv, str(document)],
+            env=env,
+            cwd=ctx.workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerError(
+            f"`thingcore policies create` did not finish in {exc.timeout:g} s"
+        ) from None
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()
+        raise BrokerError(f"`thingcore policies create {ALLOW_ALL_POLICY}` failed: {output}")
 
 
 def thingcore_bare(ctx: LaunchContext) -> Launch:
@@ -157,10 +196,36 @@ def thingcore_bare(ctx: LaunchContext) -> Launch:
     return Launch([sys.executable, "-m", "bench.bare_broker"], env, stop_timeout=10.0)
 
 
+def amqtt(ctx: LaunchContext) -> Launch:
+    """amqtt's broker (`bench.amqtt_broker`: amqtt's `Broker` as its `amqtt` command runs it,
+    letting clients publish to `$shadow/...`) with anonymous clients and its contrib shadow
+    plugin, whose shadows are kept in SQLite (aiosqlite) in the private directory, in WAL
+    mode with synchronous=NORMAL like thingcore's. amqtt has no equivalent of the in-flight
+    and queue limits, so `Limits` does not apply."""
+    if ctx.pki is not None:
+        raise BrokerError("the amqtt launcher has no TLS listener; it cannot run mTLS workloads")
+    config = ctx.workdir / "amqtt.yaml"
+    settings = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{HOST}:{ctx.port}"}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            "bench.amqtt_broker.DurableShadowPlugin": {
+                "connection": f"sqlite+aiosqlite:///{ctx.workdir / 'shadows.db'}"
+            },
+        },
+    }
+    config.write_text(json.dumps(settings, indent=2) + "\n")  # JSON is YAML
+    env = _clean_env()
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return Launch([sys.executable, "-m", "bench.amqtt_broker", str(config)], env, stop_timeout=10.0)
+
+
 LAUNCHERS: dict[str, Launcher] = {
     "mosquitto": mosquitto,
     "thingcore": thingcore,
     "thingcore-bare": thingcore_bare,
+    "amqtt": amqtt,
 }
 
 
@@ -248,9 +313,11 @@ def run_broker(
     limits: Limits | None = None,
     ready_timeout: float = 30.0,
     pki: Pki | None = None,
+    allow_all: bool = False,
 ) -> Iterator[RunningBroker]:
     """Start broker `kind` (a key of `LAUNCHERS`), yield it once its port accepts TCP
-    connections (and, with a `pki`, its mutual-TLS port listens), and stop it on exit."""
+    connections (and, with a `pki`, its mutual-TLS port listens), and stop it on exit.
+    `allow_all`: anonymous clients may use every topic, reserved ones included."""
     launcher = LAUNCHERS.get(kind)
     if launcher is None:
         raise BrokerError(f"unknown broker {kind!r}; choose from {', '.join(LAUNCHERS)}")
@@ -260,7 +327,13 @@ def run_broker(
     log.unlink(missing_ok=True)
     port = free_port()
     tls_port = free_port(avoid=frozenset({port}))
-    launch = launcher(LaunchContext(workdir, port, tls_port, limits or Limits(), log, pki))
+    try:
+        launch = launcher(
+            LaunchContext(workdir, port, tls_port, limits or Limits(), log, pki, allow_all)
+        )
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     argv = launch.argv
     if cpu is not None and shutil.which("taskset"):
         argv = ["taskset", "-c", str(cpu), *argv]

@@ -79,6 +79,7 @@ def describe(nofile: int) -> dict[str, Any]:
         "mosquitto": mosquitto_version(),
         "thingcore": package_version("thingcore"),
         "uvloop": package_version("uvloop"),
+        "amqtt": package_version("amqtt"),
         "nofile_limit": nofile,
     }
 

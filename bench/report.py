@@ -43,9 +43,12 @@ class Target:
     bound: float = 0.0
     unit: str = ""
     attempted: str = "idle_connections"  # ALL: the Options field that says how many were tried
+    floor: float = 0.0  # RATIO_AT_LEAST: the candidate's own figure must also reach this
 
     def describe(self, opts: Options) -> str:
         if self.kind is TargetKind.RATIO_AT_LEAST:
+            if self.floor:
+                return f"ratio ≥ {self.bound:.1f} and ≥ {self.floor:,g} {self.unit}".rstrip()
             return f"ratio ≥ {self.bound:.1f}"
         if self.kind is TargetKind.RATIO_AT_MOST:
             return f"ratio ≤ {self.bound:.1f}"
@@ -86,6 +89,10 @@ def _count(v: float) -> str:
 
 def _per_s(v: float) -> str:
     return f"{v:,.0f} /s"
+
+
+def _updates(v: float) -> str:
+    return f"{v:,.0f} updates/s"
 
 
 AT_LEAST_1 = Target(TargetKind.RATIO_AT_LEAST, 1.0)
@@ -159,6 +166,20 @@ METRICS: dict[str, Metric] = {
         _rate,
         Target(TargetKind.RATIO_AT_LEAST, 0.8),
     ),
+    "shadow_updates": Metric(
+        "durable shadow updates/s, closed loop",
+        Better.HIGHER,
+        _updates,
+        Target(TargetKind.RATIO_AT_LEAST, 10.0, unit="updates/s", floor=5_000),
+    ),
+    "shadow_cpu_us": Metric(
+        "broker CPU per accepted update, closed loop",
+        Better.LOWER,
+        lambda v: f"{v:,.0f} µs",
+        cpu_row=False,
+    ),
+    "shadow_p50": Metric("update→accepted p50 at a fixed rate", Better.LOWER, _ms, cpu_row=False),
+    "shadow_p99": Metric("update→accepted p99 at a fixed rate", Better.LOWER, _ms),
 }
 RAMP_METRICS = ("fanin_qos0", "fanin_qos1", "fanout", "policy_fanin_qos0", "policy_fanin_qos1")
 
@@ -207,8 +228,14 @@ def verdict(
         return "n/a"
     if target.kind is TargetKind.RATIO_AT_LEAST:
         if r.value >= target.bound:
-            return "met" if r.bound in ("=", ">=") else "inconclusive"
-        return "missed" if r.bound in ("=", "<=") else "inconclusive"
+            outcome = "met" if r.bound in ("=", ">=") else "inconclusive"
+        else:
+            outcome = "missed" if r.bound in ("=", "<=") else "inconclusive"
+        if target.floor and cand.value < target.floor:
+            # A lower bound under the floor says nothing about whether the broker reaches it.
+            floor = "inconclusive" if cand.lower_bound else "missed"
+            outcome = "missed" if "missed" in (outcome, floor) else "inconclusive"
+        return outcome
     if r.value <= target.bound:
         return "met" if r.bound in ("=", "<=") else "inconclusive"
     return "missed" if r.bound in ("=", ">=") else "inconclusive"
@@ -302,12 +329,18 @@ class Report:
             f"- Machine: {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB, "
             f"{env['kernel']}",
             f"- Versions: {env['mosquitto']}; {env['python']}; thingcore {env['thingcore']}; "
-            f"uvloop {env['uvloop']}",
+            f"uvloop {env['uvloop']}"
+            + (f"; amqtt {env.get('amqtt', '?')}" if self._has_shadows() else ""),
             f"- Setup: brokers pinned to CPU {opts.broker_cpu}, load generators to CPU "
-            f"{opts.load_cpu}; loopback only; {opts.payload_size}-byte payloads; a ramp step "
-            f"lasts {opts.step_seconds:g} s and passes with p99 < {opts.p99_limit_ms:g} ms and "
-            f"≥ {opts.min_delivered:.0%} delivered; same limits for both brokers (max in-flight "
-            "20, max queued 1000, no persistence).",
+            f"{opts.load_cpu}; loopback only"
+            + (
+                f"; {opts.payload_size}-byte payloads; a ramp step "
+                f"lasts {opts.step_seconds:g} s and passes with p99 < {opts.p99_limit_ms:g} ms "
+                f"and ≥ {opts.min_delivered:.0%} delivered; same limits for both brokers (max "
+                "in-flight 20, max queued 1000, no persistence)."
+                if self._has_non_shadow()
+                else "; the shadow workload's setup is described with its table."
+            ),
             f"- Protocol: {self._protocol_line()}",
             *self._tls_lines(),
             "",
@@ -319,7 +352,11 @@ class Report:
             f"≥ marks a lower bound: the load generators used ≥ {opts.saturated:.0%} of their "
             "core at that figure (or the ramp's highest rate still passed), so the broker may "
             "be faster than shown. Ratios are "
-            + (f"{cand}/{base}" if cand else "n/a")
+            + (
+                (f"{cand}/{base}" if cand else "n/a")
+                if sections[0].metrics
+                else "each table's second broker over its first"
+            )
             + " in each row's unit; *Better* says which direction is good. (!) marks a figure "
             "with a caveat in the notes.",
         ]
@@ -440,7 +477,72 @@ class Report:
             *rows,
         ]
 
+    def _has_shadows(self) -> bool:
+        return any(k.startswith("shadow_") for k in self.metrics())
+
+    def _has_non_shadow(self) -> bool:
+        metrics = self.metrics()
+        return not metrics or any(not k.startswith("shadow_") for k in metrics)
+
+    def _shadow_intro(self) -> list[str]:
+        details = next(
+            (
+                m.details
+                for label in self.all_labels()
+                for m in self.results.get(label, [])
+                if m.metric.startswith("shadow_") and m.details
+            ),
+            None,
+        )
+        opts = self.options
+        windows = details["windows_per_device"] if details else list(opts.shadow_windows)
+        devices = details["devices"] if details else opts.shadow_devices
+        things = details["things"] if details else devices * opts.shadow_things_per_device
+        windows_text = " and ".join(str(w) for w in windows)
+        return [
+            f"The same workload on both: {things:,} things, {devices:,} device connections "
+            "(MQTT 3.1.1, anonymous, plain listener), each owning "
+            f"{things // max(devices, 1):,} things and subscribed at QoS 1 to their "
+            "`update/accepted` and `update/rejected` topics; updates "
+            '`{"state":{"reported":{"temp":n,"seq":k}},"clientToken":"…"}` published at '
+            "QoS 1, one outstanding per thing at most. *updates/s*: closed loop with "
+            f"{windows_text} updates outstanding per device (the better of "
+            f"{'them' if len(windows) > 1 else 'one'} counts; the JSON has each), accepted "
+            "answers per second over "
+            f"{opts.shadow_seconds:g} s after a {opts.shadow_warmup:g} s warm-up. *p50/p99*: "
+            f"update→accepted at {opts.shadow_rate:,.0f} updates/s offered in total, for "
+            f"{opts.latency_seconds:g} s"
+            + (
+                " (the issue asked for 1,000/s, more than amqtt's plugin answers at all: see "
+                "its updates/s)"
+                if opts.shadow_rate < 1000
+                else ""
+            )
+            + ". Every update must get exactly one accepted answer "
+            "(matched by its `clientToken`; amqtt's by the reported `seq`, as it echoes no "
+            "token); lost, rejected, duplicate or malformed answers are noted below.",
+            "",
+            "Both keep the shadows in SQLite in the broker's temporary directory, WAL journal, "
+            "`synchronous=NORMAL`: thingcore's shadow service in `thingcore.db`, amqtt's "
+            "`amqtt.contrib.shadows.ShadowPlugin` (aiosqlite) in `shadows.db`. thingcore's "
+            "anonymous clients get an allow-all policy (`bench-all`; the default one denies "
+            "`$aws/...`). amqtt's plugin has its own topics, `$shadow/<thing>/main/update` and "
+            "`…/update/accepted` (always a named shadow), answers with version 1 and "
+            "timestamp 123 every time, never publishes `update/rejected`, and also publishes "
+            "`update/delta`, `update/iota` and `update/documents` on every update (nobody "
+            "subscribes to them here). amqtt closes the connection of any client that "
+            "publishes to a `$` topic, after handing the message to the plugin; "
+            "`bench.amqtt_broker` keeps the connection open, or a device could send one update "
+            "per connection. amqtt 0.12.1 also stores a shadow's second version with the "
+            'primary key "", so every later update of an existing shadow fails on that key '
+            "and is never answered; `bench.amqtt_broker` gives each version a fresh id. "
+            "Ratio = thingcore/amqtt.",
+            "",
+        ]
+
     def _section_intro(self, section: Section) -> list[str]:
+        if any(k.startswith("shadow_") for k in section.metrics):
+            return self._shadow_intro()
         if any(k.startswith("policy_") for k in section.metrics):
             return [
                 "The fan-in ramps above, on thingcore only. *policies on*: `thingcore serve`; "

@@ -4,9 +4,10 @@ Brokers run one at a time, each freshly started for each workload (so no workloa
 another's queues or caches), and are always stopped, also on errors and Ctrl+C. A workload
 that fails on one broker is recorded as an error in its row; the run goes on.
 
-A workload with fixed brokers (policy-throughput) runs on those instead of the run's. The
-mutual-TLS workloads share one PKI (`bench.pki`), made before the first of them in a temporary
-directory and removed at the end of the run.
+A workload with fixed brokers (policy-throughput, shadow-updates) runs on those instead of the
+run's, and a workload may ask for thingcore's anonymous clients to be allowed everything
+(`allow_all`: shadow-updates). The mutual-TLS workloads share one PKI (`bench.pki`), made
+before the first of them in a temporary directory and removed at the end of the run.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def run(
                         cpu=opts.broker_cpu,
                         log_dir=results_dir / "logs",
                         pki=run_pki.get() if workload.needs_pki else None,
+                        allow_all=workload.allow_all,
                     ) as broker:
                         measured = workload.run(broker, opts, tag, log)
                     if broker.killed:

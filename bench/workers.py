@@ -3,8 +3,8 @@
 Each worker is a forked process pinned to the load CPU, with the open-file limit raised, uvloop
 installed and the garbage collector paused while it measures. It connects its clients, replies
 `Ready`, then answers commands (`Step`, `Collect`, `Ping`) until `Stop` or the pipe closes.
-Three roles: clients (publishers, subscribers or both), idle connections, and connection-rate
-cycles.
+Four roles: clients (publishers, subscribers or both), idle connections, connection-rate
+cycles, and shadow devices (`bench.shadowload`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import connrate, host, mqttwire
+from bench import connrate, host, mqttwire, shadowload
 from bench.loadgen import ClientError, IdleClient, MqttClient, PingTally, Publisher, Subscriber
 from bench.stats import COARSE_NS, FINE_NS, Histogram, Recorder, StepStats
 
@@ -408,10 +408,43 @@ def connrate_role(spec: ConnRateSpec, channel: multiprocessing.connection.Connec
     channel.send(result)
 
 
+async def shadow_role(spec: shadowload.ShadowSpec, channel: Channel) -> None:
+    """Shadow devices: connect and subscribe them all, then `Begin`, `Mark` and `End` runs
+    (closed loop or fixed rate) until `Stop`."""
+    fleet = shadowload.Fleet(spec)
+    try:
+        await connect_all(
+            fleet.devices, spec.host, spec.port, concurrency=64, tolerate_failures=False
+        )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await fleet.wait_subscribed()
+        except (ClientError, TimeoutError) as exc:
+            raise WorkerError(f"SUBSCRIBE to the shadow topics failed: {_describe(exc)}") from exc
+        channel.send(Ready(connected=len(fleet.devices)))
+        while not isinstance(command := await channel.recv(), Stop):
+            if isinstance(command, shadowload.Begin):
+                gc.collect()  # never while updates are in flight
+                fleet.begin(command)
+                channel.send(Ready(connected=sum(1 for d in fleet.devices if not d.lost.done())))
+            elif isinstance(command, shadowload.Mark):
+                channel.send(fleet.mark())
+            elif isinstance(command, shadowload.End):
+                ended = await fleet.end(command)
+                gc.collect()
+                channel.send(ended)
+            else:
+                channel.send(Failed(f"cannot handle {command!r}"))
+    finally:
+        await fleet.close()
+    await asyncio.sleep(0.1)
+
+
 AsyncRole = Callable[[Any, Channel], Awaitable[None]]
 ASYNC_ROLES: dict[type, AsyncRole] = {
     ClientsSpec: clients_role,
     IdleSpec: idle_role,
+    shadowload.ShadowSpec: shadow_role,
 }
 
 

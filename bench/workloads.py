@@ -11,6 +11,11 @@ CONNACK, DISCONNECT) per second and mtls-idle measures the broker's memory per i
 mutual-TLS connection, both with client certificates from the run's PKI (`bench.pki`);
 policy-throughput runs the two fan-in ramps on thingcore with policy evaluation on (`thingcore
 serve`) and off (`bench.bare_broker`), whatever brokers the run compares otherwise.
+
+shadow-updates compares durable device-shadow updates on thingcore with amqtt's contrib shadow
+plugin (`bench.amqtt_broker`), whatever brokers the run compares otherwise: updates per second
+with every device keeping a window of updates outstanding, then update->accepted latency at a
+fixed rate (`bench.shadowload`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from bench import host, tlsclients
+from bench import host, shadowload, tlsclients
 from bench.brokers import RunningBroker
 from bench.connrate import ConnRateResult
 from bench.measurement import Measurement, StepResult
@@ -77,6 +82,15 @@ class Options:
     mtls_connect_certs: int = 100  # client certificates the connect cycles rotate through
     mtls_idle_connections: int = 2_000  # one client certificate each
     mtls_key_type: str = "ec"  # client keys: "ec" (P-256) or "rsa" (2048 bits)
+    shadow_devices: int = 100  # device connections, all in one load-generator process
+    shadow_things_per_device: int = 10  # 100 x 10 = 1,000 things
+    shadow_windows: tuple[int, ...] = (1, 8)  # closed loop: updates outstanding per device
+    shadow_seconds: float = 10.0  # measured closed-loop window
+    shadow_warmup: float = 2.0  # closed loop (and fixed rate) before measuring
+    # Updates/s offered (all devices together) for latency. The issue asked for 1,000, but
+    # amqtt's plugin answers only about 150/s on this machine; 100 both sustain.
+    shadow_rate: float = 100.0
+    shadow_timeout: float = 10.0  # an update unanswered for this long is lost
 
     @classmethod
     def quick(cls, **overrides: Any) -> Options:
@@ -89,6 +103,8 @@ class Options:
             "mtls_connect_seconds": 2.0,
             "mtls_warmup_seconds": 1.0,
             "mtls_idle_connections": 500,
+            "shadow_seconds": 3.0,
+            "shadow_warmup": 1.0,
         }
         values.update(overrides)
         return cls(**values)
@@ -741,6 +757,282 @@ def run_policy_throughput(
     ]
 
 
+# --- device shadows -------------------------------------------------------------------------
+
+SHADOW_DIALECTS = {"amqtt": shadowload.Dialect.AMQTT}
+"""Brokers whose shadow service is not AWS's topic layout; every other kind is asked AWS's."""
+
+
+@dataclass(frozen=True)
+class ShadowRun:
+    """One closed-loop or fixed-rate run of the shadow devices."""
+
+    seconds: float  # the measured window
+    window: shadowload.Counts  # what happened within it
+    latency: Histogram  # update -> accepted, for answers that arrived within it
+    ended: shadowload.Ended  # every request of the run, warm-up and drain included
+    cpu: CpuLap  # within the window
+    idle_wait: float  # seconds the broker took to go quiet after the run
+
+    @property
+    def accepted_per_second(self) -> float:
+        return self.window.accepted / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def broker_us_per_update(self) -> float | None:
+        """Broker CPU per accepted update, in µs: steadier than the rate on a busy machine."""
+        if not self.window.accepted:
+            return None
+        return self.cpu.broker * self.seconds / self.window.accepted * 1e6
+
+    def problems(self, timeout: float) -> list[str]:
+        """Everything that kept the run from being one accepted answer per request."""
+        c, ended = self.ended.counts, self.ended
+        out = []
+        if c.lost:
+            out.append(f"{c.lost:,} of {c.issued:,} updates lost (no answer within {timeout:g} s)")
+        if c.rejected:
+            codes = ", ".join(f"{k}: {v:,}" for k, v in sorted(ended.reject_codes.items()))
+            out.append(f"{c.rejected:,} rejected (codes {codes})")
+        for count, what in (
+            (c.given_up, "due updates never sent (the window stayed full for 100 ms)"),
+            (c.duplicates, "duplicate answers"),
+            (c.late, "answers after the timeout"),
+            (c.unexpected, "answers to no request"),
+            (c.malformed, "malformed answers"),
+            (c.version_regressions, "versions not above the previous one"),
+            (ended.lost_connections, "device connections closed by the broker"),
+        ):
+            if count:
+                out.append(f"{count:,} {what}")
+        if ended.problems:
+            out.append("answers: " + ", ".join(f"{k} ({v:,})" for k, v in ended.problems.items()))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
+        return {
+            "seconds": round(self.seconds, 3),
+            "accepted_per_second": round(self.accepted_per_second, 1),
+            "broker_us_per_update": None
+            if self.broker_us_per_update is None
+            else round(self.broker_us_per_update, 1),
+            "p50_ms": None if p50 is None else p50 / 1000,
+            "p99_ms": None if p99 is None else p99 / 1000,
+            "window": dataclasses.asdict(self.window),
+            "run_totals": dataclasses.asdict(self.ended.counts),
+            "reject_codes": self.ended.reject_codes,
+            "answer_problems": self.ended.problems,
+            "lost_connections": self.ended.lost_connections,
+            "drain_seconds": round(self.ended.drain_seconds, 3),
+            "broker_idle_wait_seconds": round(self.idle_wait, 1),
+            "load_cpu": self.cpu.load,
+            "broker_cpu": self.cpu.broker,
+            "other_cpu": self.cpu.other,
+        }
+
+
+def _shadow_run(
+    worker: Worker,
+    meter: CpuMeter,
+    broker: RunningBroker,
+    opts: Options,
+    begin: shadowload.Begin,
+    warmup: float,
+    seconds: float,
+) -> ShadowRun:
+    """Begin, warm up, measure between two marks, end (drain) and check the broker lived."""
+    worker.request(begin, 30)
+    time.sleep(warmup)
+    first: shadowload.Marked = worker.request(shadowload.Mark(), 30)
+    meter.reset()
+    time.sleep(seconds)
+    second: shadowload.Marked = worker.request(shadowload.Mark(), 30)
+    cpu = meter.lap()
+    ended: shadowload.Ended = worker.request(shadowload.End(), opts.shadow_timeout + 60)
+    broker.check_alive()
+    return ShadowRun(
+        seconds=second.at - first.at,
+        window=second.counts.minus(first.counts),
+        latency=second.latency,
+        ended=ended,
+        cpu=cpu,
+        idle_wait=_wait_broker_idle(broker),
+    )
+
+
+def _wait_broker_idle(broker: RunningBroker, below: float = 0.1, limit: float = 60.0) -> float:
+    """Wait (at most `limit` s) until the broker uses less than `below` of a core: a broker
+    that fell behind is still working off updates whose answers came too late, and the next
+    run must not inherit them. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        before = broker.cpu_seconds()
+        time.sleep(0.5)
+        if (broker.cpu_seconds() - before) / 0.5 < below:
+            break
+    return time.monotonic() - started
+
+
+def _log_shadow_run(log: Log, name: str, run: ShadowRun, timeout: float) -> None:
+    p50, p99 = run.latency.percentile(50), run.latency.percentile(99)
+    w = run.window
+    offered = f"{w.offered / run.seconds:,.0f} offered/s, " if w.offered else ""
+    problems = run.problems(timeout)
+    log(
+        f"  {name}: {offered}{run.accepted_per_second:,.0f} accepted/s, "
+        f"p50 {_ms(None if p50 is None else p50 / 1000)}, "
+        f"p99 {_ms(None if p99 is None else p99 / 1000)}, "
+        f"load CPU {run.cpu.load:.0%}, broker CPU {run.cpu.broker:.0%}"
+        + (
+            f" ({run.broker_us_per_update:,.0f} µs an update), "
+            if run.broker_us_per_update is not None
+            else ", "
+        )
+        + f"other {run.cpu.other:.0%}"
+        + (f"; {'; '.join(problems)}" if problems else "; every update accepted once")
+        + (f"; the broker went quiet {run.idle_wait:.0f} s later" if run.idle_wait > 1 else "")
+    )
+
+
+def _least_disturbed_shadow_run(
+    worker: Worker,
+    meter: CpuMeter,
+    broker: RunningBroker,
+    opts: Options,
+    log: Log,
+    name: str,
+    begin: shadowload.Begin,
+    seconds: float,
+) -> ShadowRun:
+    """A shadow run, repeated (up to `opts.retries` times) while other processes disturb it;
+    the least disturbed try counts."""
+    tries: list[ShadowRun] = []
+    for attempt in range(opts.retries + 1):
+        warmup = opts.shadow_warmup if begin.rate is None else min(1.0, opts.shadow_warmup)
+        run = _shadow_run(worker, meter, broker, opts, begin, warmup, seconds)
+        _log_shadow_run(log, name, run, opts.shadow_timeout)
+        tries.append(run)
+        # A broker that answered nothing has no figure a busy machine could have spoilt.
+        if not run.window.accepted or not _disturbed(run.cpu.other, opts, log, attempt):
+            break
+    return min(tries, key=lambda r: r.cpu.other)
+
+
+def run_shadow_updates(
+    broker: RunningBroker, opts: Options, tag: str, log: Log
+) -> list[Measurement]:
+    """Closed-loop throughput at each window (the best counts), then latency at a fixed rate,
+    on the same device connections."""
+    dialect = SHADOW_DIALECTS.get(broker.kind, shadowload.Dialect.AWS)
+    spec = shadowload.ShadowSpec(
+        broker.host,
+        broker.port,
+        client_prefix=f"{tag}-dev",
+        token_prefix=tag,
+        dialect=dialect,
+        devices=opts.shadow_devices,
+        things_per_device=opts.shadow_things_per_device,
+        request_timeout=opts.shadow_timeout,
+    )
+    things = opts.shadow_devices * opts.shadow_things_per_device
+    # At most one update is outstanding per thing, so a device's window is at most its things.
+    windows = sorted({max(1, min(w, opts.shadow_things_per_device)) for w in opts.shadow_windows})
+    setup: dict[str, Any] = {
+        "dialect": dialect.value,
+        "update_topic": shadowload.ShadowTopics(dialect).update("<thing>"),
+        "devices": opts.shadow_devices,
+        "things": things,
+        "windows_per_device": windows,
+        "request_timeout_s": opts.shadow_timeout,
+        "qos": 1,
+        "protocol": 4,
+    }
+    closed: dict[int, ShadowRun] = {}
+    with Worker(spec, opts.load_cpu, "shadow-devices") as worker:
+        ready: Ready = worker.recv(120)
+        log(f"  {ready.connected} devices connected, subscribed to {things:,} things' answers")
+        meter = CpuMeter([worker], broker)
+        for window in windows:
+            closed[window] = _least_disturbed_shadow_run(
+                worker,
+                meter,
+                broker,
+                opts,
+                log,
+                f"closed loop, window {window}",
+                shadowload.Begin(window),
+                opts.shadow_seconds,
+            )
+        latency = _least_disturbed_shadow_run(
+            worker,
+            meter,
+            broker,
+            opts,
+            log,
+            f"{opts.shadow_rate:,.0f} updates/s",
+            shadowload.Begin(windows[-1], rate=opts.shadow_rate),
+            opts.latency_seconds,
+        )
+    # A broker that slows down under more concurrency (amqtt) is credited with its best window.
+    window, throughput = max(closed.items(), key=lambda item: item[1].accepted_per_second)
+    details = {
+        **setup,
+        "best_window": window,
+        "closed_loop": {str(w): run.to_json() for w, run in closed.items()},
+        "fixed_rate": {
+            "rate": opts.shadow_rate,
+            "window_per_device": windows[-1],
+            **latency.to_json(),
+        },
+    }
+    problems = throughput.problems(opts.shadow_timeout)
+    accepted = throughput.window.accepted
+    out = [
+        Measurement(
+            "shadow_updates",
+            throughput.accepted_per_second if accepted else None,
+            lower_bound=throughput.cpu.load >= opts.saturated,
+            text=None if accepted else "none accepted",
+            load_cpu=throughput.cpu.load,
+            broker_cpu=throughput.cpu.broker,
+            other_cpu=throughput.cpu.other,
+            details=details,
+            error="; ".join(problems) if problems else None,
+        ),
+        Measurement(
+            "shadow_cpu_us",
+            throughput.broker_us_per_update,
+            other_cpu=throughput.cpu.other,
+            details=details,
+        ),
+    ]
+    problems = latency.problems(opts.shadow_timeout)
+    w = latency.window
+    answered = w.accepted / w.offered if w.offered else 0.0
+    if answered < opts.min_delivered:
+        problems.insert(
+            0,
+            f"only {answered:.1%} of the {opts.shadow_rate:,.0f} updates/s offered were "
+            "accepted within the window",
+        )
+    for pct in (50, 99):
+        value = latency.latency.percentile(pct)
+        out.append(
+            Measurement(
+                f"shadow_p{pct}",
+                None if value is None else value / 1000,
+                text=None if value is not None else "none accepted",
+                load_cpu=latency.cpu.load,
+                broker_cpu=latency.cpu.broker,
+                other_cpu=latency.cpu.other,
+                details=details,
+                error="; ".join(problems) if problems else None,
+            )
+        )
+    return out
+
+
 Runner = Callable[[RunningBroker, Options, str, Log], list[Measurement]]
 
 
@@ -755,6 +1047,7 @@ class Workload:
     """Fixed (kind, label) pairs, baseline first, instead of the run's --brokers; the report
     gives such a workload a table of its own, headed `title`."""
     title: str = ""
+    allow_all: bool = False  # thingcore's anonymous clients may use reserved ($aws/...) topics
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -817,6 +1110,15 @@ WORKLOADS: dict[str, Workload] = {
             run_policy_throughput,
             brokers=(("thingcore-bare", "policies off"), ("thingcore", "policies on")),
             title="thingcore: policy evaluation on vs off",
+        ),
+        Workload(
+            "shadow-updates",
+            "thingcore vs amqtt's shadow plugin: durable shadow updates/s, update->accepted",
+            ("shadow_updates", "shadow_cpu_us", "shadow_p50", "shadow_p99"),
+            run_shadow_updates,
+            brokers=(("amqtt", "amqtt"), ("thingcore", "thingcore")),
+            title="Device shadows: thingcore vs amqtt's shadow plugin",
+            allow_all=True,
         ),
     )
 }
