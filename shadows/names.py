@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from registry import names as registry_names
+from registry.errors import InvalidRequest
 from thingcore.errors import ThingcoreError
 
-_THING = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 _SHADOW = re.compile(r"[$a-zA-Z0-9:_-]{1,64}")
 
 PREFIX = "$aws/things/"
@@ -19,11 +20,10 @@ class ShadowNameError(ThingcoreError):
 
 
 def thing_name(name: str) -> str:
-    if not _THING.fullmatch(name):
-        raise ShadowNameError(
-            f"thing name {name!r} is invalid: use 1-128 letters, digits, ':', '_' or '-'"
-        )
-    return name
+    try:
+        return registry_names.thing_name(name)
+    except InvalidRequest as exc:
+        raise ShadowNameError(str(exc)) from None
 
 
 def shadow_name(name: str) -> str:

@@ -216,19 +216,22 @@ class Device:
         return {"ca_certs": str(self.root_ca), "certfile": str(self.cert), "keyfile": str(self.key)}
 
 
-def own_topics_policy(*, extra: Iterable[dict[str, Any]] = ()) -> str:
-    """A device policy in AWS's usual shape: connect as your thing, use ``things/<thing>/``."""
+def own_topics_policy(
+    *, topics: str = f"things/{THING}/*", extra: Iterable[dict[str, Any]] = ()
+) -> str:
+    """A device policy in AWS's usual shape: connect as your thing, publish, receive and
+    subscribe under ``topics`` (by default ``things/<thing>/``)."""
     statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}:client/{THING}"},
         {
             "Effect": "Allow",
             "Action": ["iot:Publish", "iot:Receive"],
-            "Resource": f"{ARN}:topic/things/{THING}/*",
+            "Resource": f"{ARN}:topic/{topics}",
         },
         {
             "Effect": "Allow",
             "Action": "iot:Subscribe",
-            "Resource": f"{ARN}:topicfilter/things/{THING}/*",
+            "Resource": f"{ARN}:topicfilter/{topics}",
         },
         *extra,
     ]

@@ -9,6 +9,12 @@ import pytest
 from tests.identity.apphost import RunningApp
 from tests.identity.conftest import clients, name  # noqa: F401 - shared fixtures
 from tests.identity.test_sdks import cleanup  # noqa: F401 - SDK clients stopped at teardown
+from tests.registry.conftest import (  # noqa: F401 - the registry's database fixtures
+    backend,
+    make_registry,
+    postgres_problem,
+    shared_database,
+)
 from tests.shadows.host import ShadowClient
 
 

@@ -12,29 +12,33 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from tests.identity.apphost import ARN, THING, WAIT, Device, RunningApp, provision
+from shadows.batch import Kind, Op
+from shadows.config import ShadowSettings
+from shadows.document import parse_update
+from shadows.names import ShadowKey
+from shadows.store import ShadowStore
+from tests.identity.apphost import THING, WAIT, Device, RunningApp, own_topics_policy, provision
 
 
-def shadow_policy(*, thing_shadows: str = "*") -> str:
-    """AWS's usual shadow policy: a device may use its own thing's shadow topics only."""
-    statements: list[dict[str, Any]] = [
-        {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}:client/{THING}"},
-        {
-            "Effect": "Allow",
-            "Action": ["iot:Publish", "iot:Receive"],
-            "Resource": f"{ARN}:topic/$aws/things/{THING}/shadow/{thing_shadows}",
-        },
-        {
-            "Effect": "Allow",
-            "Action": "iot:Subscribe",
-            "Resource": f"{ARN}:topicfilter/$aws/things/{THING}/shadow/{thing_shadows}",
-        },
-    ]
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+def shadow_policy(thing: str = THING) -> str:
+    """AWS's usual shadow policy: connect as your own thing, use ``thing``'s shadow topics
+    (by default your own thing's only)."""
+    return own_topics_policy(topics=f"$aws/things/{thing}/shadow/*")
 
 
-def shadow_device(app: RunningApp, name: str, **kw: Any) -> Device:
-    return provision(app, name, policy=shadow_policy(**kw))
+def shadow_device(app: RunningApp, name: str) -> Device:
+    return provision(app, name, policy=shadow_policy())
+
+
+def operator_update(app: RunningApp, thing: str, state: dict[str, Any]) -> None:
+    """Change a shadow outside MQTT, as ``thingcore shadows update`` does, and wait until the
+    server has published the result from the change feed."""
+    store = ShadowStore(app.registry.db, ShadowSettings())
+    request = parse_update(json.dumps({"state": state}).encode(), store.limits)
+    op = Op(Kind.UPDATE, ShadowKey.of(thing), request, options=store.options_for(thing))
+    [result] = store.run([op], outbox=True)
+    assert result.error is None, result.error
+    app.synced()
 
 
 class ShadowClient:

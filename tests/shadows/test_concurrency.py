@@ -19,30 +19,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from tests.identity.apphost import ARN, THING, WAIT, Device, RunningApp, device_files
-from tests.shadows.host import ShadowClient, shadow_device
+from tests.identity.apphost import WAIT, Device, RunningApp, device_files
+from tests.shadows.host import ShadowClient, shadow_device, shadow_policy
 
 WRITERS = 20
 WRITES_EACH = 3
 BURST = 200
-
-
-def shared_shadow_policy(thing: str) -> str:
-    """Connect as your own thing; use the shadow topics of ``thing``, a thing not your own."""
-    statements: list[dict[str, Any]] = [
-        {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}:client/{THING}"},
-        {
-            "Effect": "Allow",
-            "Action": ["iot:Publish", "iot:Receive"],
-            "Resource": f"{ARN}:topic/$aws/things/{thing}/shadow/*",
-        },
-        {
-            "Effect": "Allow",
-            "Action": "iot:Subscribe",
-            "Resource": f"{ARN}:topicfilter/$aws/things/{thing}/shadow/*",
-        },
-    ]
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def provision_sharing(app: RunningApp, thing: str, names: list[str]) -> list[Device]:
@@ -53,7 +35,7 @@ def provision_sharing(app: RunningApp, thing: str, names: list[str]) -> list[Dev
     registry = app.registry
     registry.things.create(thing)
     policy = f"{thing}-sharing"
-    registry.policies.create(policy, shared_shadow_policy(thing))
+    registry.policies.create(policy, shadow_policy(thing))
     devices = []
     for device_name in names:
         registry.things.create(device_name)

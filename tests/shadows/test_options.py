@@ -6,19 +6,16 @@ operator does (``shadow_options`` on the type, reaching the server through the c
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from shadows.batch import Kind, Op
 from shadows.config import ShadowSettings
-from shadows.document import parse_update
 from shadows.names import ShadowKey
 from shadows.options import parse_options
 from shadows.store import ShadowStore
 from tests.broker.rawclient import wait_for
 from tests.identity.apphost import WAIT, Device, RunningApp
-from tests.shadows.host import ShadowClient, shadow_device
+from tests.shadows.host import ShadowClient, operator_update, shadow_device
 
 
 def typed_device(app: RunningApp, name: str, options: dict[str, Any]) -> Device:
@@ -34,20 +31,6 @@ def typed_device(app: RunningApp, name: str, options: dict[str, Any]) -> Device:
 
 def store(app: RunningApp) -> ShadowStore:
     return ShadowStore(app.registry.db, ShadowSettings())
-
-
-def set_desired(app: RunningApp, thing: str, desired: dict[str, Any]) -> None:
-    """An application changes desired outside MQTT (what the CLI does)."""
-    shadows = store(app)
-    request = parse_update(json.dumps({"state": {"desired": desired}}).encode(), shadows.limits)
-    [result] = shadows.run(
-        [Op(Kind.UPDATE, ShadowKey.of(thing), request, options=shadows.options_for(thing))],
-        outbox=True,
-    )
-    assert result.error is None, result.error
-    # The server publishes the stored messages from the change feed; wait for that, so a
-    # device that subscribes afterwards can only get a delta pushed by the option under test.
-    app.synced()
 
 
 def test_without_options_a_rejected_object_is_ignored_as_aws_does(
@@ -88,7 +71,7 @@ def test_delta_is_pushed_when_the_device_subscribes_to_it(
     app: RunningApp, name: str, shadow_clients: list[ShadowClient]
 ) -> None:
     device = typed_device(app, name, {"push_delta_on_subscribe": True})
-    set_desired(app, name, {"target": 21.5})
+    operator_update(app, name, {"desired": {"target": 21.5}})
     client = ShadowClient(app, device)
     shadow_clients.append(client)
     client.subscribe(f"{client.prefix}/update/delta")
@@ -101,7 +84,7 @@ def test_no_delta_is_pushed_without_the_option(
     app: RunningApp, name: str, shadow_clients: list[ShadowClient]
 ) -> None:
     device = typed_device(app, name, {"history": 1})
-    set_desired(app, name, {"target": 19})
+    operator_update(app, name, {"desired": {"target": 19}})
     client = ShadowClient(app, device)
     shadow_clients.append(client)
     client.subscribe(f"{client.prefix}/update/delta")

@@ -6,20 +6,13 @@ database (what the CLI does) reaches the device at once through LISTEN/NOTIFY.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
-from shadows.batch import Kind, Op
-from shadows.config import ShadowSettings
-from shadows.document import parse_update
-from shadows.names import ShadowKey
-from shadows.store import ShadowStore
 from tests.identity.apphost import RunningApp
 from tests.registry.conftest import _postgres_missing, drop_schema, postgres_settings
-from tests.registry.conftest import postgres_problem as postgres_problem  # fixture
-from tests.shadows.host import ShadowClient, shadow_device
+from tests.shadows.host import ShadowClient, operator_update, shadow_device
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +44,7 @@ def test_shadows_on_postgresql_end_to_end(
     client.subscribe(f"{client.prefix}/#")
     outcome, doc = client.request("update", {"state": {"reported": {"t": 20}}, "clientToken": "a"})
     assert (outcome, doc["version"], doc["clientToken"]) == ("accepted", 1, "a")
-    store = ShadowStore(app.registry.db, ShadowSettings())
-    request = parse_update(json.dumps({"state": {"desired": {"t": 22}}}).encode(), store.limits)
-    [result] = store.run([Op(Kind.UPDATE, ShadowKey.of(name), request)], outbox=True)
-    assert result.error is None
+    operator_update(app, name, {"desired": {"t": 22}})
     delta = client.expect(f"{client.prefix}/update/delta")
     assert delta["state"] == {"t": 22} and delta["version"] == 2
     got = client.request("get")[1]

@@ -20,14 +20,9 @@ from awscrt import mqtt, mqtt_request_response
 from awsiot import ServiceStreamOptions, V2ServiceException, iotshadow
 from AWSIoTPythonSDK.MQTTLib import AWSIoTMQTTShadowClient
 
-from shadows.batch import Kind, Op
-from shadows.config import ShadowSettings
-from shadows.document import parse_update
-from shadows.names import ShadowKey
-from shadows.store import ShadowStore
 from tests.identity.apphost import WAIT, RunningApp
 from tests.identity.test_sdks import Cleanup, V2Mqtt5, v2_mqtt3
-from tests.shadows.host import shadow_device
+from tests.shadows.host import operator_update, shadow_device
 
 
 def rr_options() -> mqtt_request_response.ClientOptions:
@@ -260,10 +255,7 @@ def test_v1_sdk_shadow_handler(app: RunningApp, name: str, cleanup: Cleanup) -> 
     # publishes the delta from the change feed. (The v1 SDK drops a delta whose version it
     # has already seen in an accepted answer, so a device's own desired update would not
     # reach its delta callback: on AWS, too, desired comes from somewhere else.)
-    store = ShadowStore(app.registry.db, ShadowSettings())
-    request = parse_update(b'{"state":{"desired":{"mode":"eco"}}}', store.limits)
-    [result] = store.run([Op(Kind.UPDATE, ShadowKey.of(name), request)], outbox=True)
-    assert result.error is None
+    operator_update(app, name, {"desired": {"mode": "eco"}})
     delta = deltas.get(timeout=WAIT)
     assert delta["state"] == {"mode": "eco"} and delta["version"] == 1
 

@@ -1,7 +1,7 @@
 """``ShadowStore`` on the real databases: SQLite and PostgreSQL (test ids ``sqlite`` and
-``postgresql``), as the registry's tests set them up: one migrated database per backend for the
-module (a ``tc_test_<random>`` schema on PostgreSQL), emptied before each test; PostgreSQL
-missing is a skip, or a failure under ``CI=true``.
+``postgresql``) through the registry's fixtures (``make_registry``): one migrated database per
+backend for the run (a ``tc_test_<random>`` schema on PostgreSQL), emptied before each test;
+PostgreSQL missing is a skip, or a failure under ``CI=true``.
 
 Beyond the single-store behaviour (versions, named shadows, paging, history, rejections, the
 outbox), two stores with their own engines on one database, as two server processes would
@@ -14,82 +14,24 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 import shadows.models  # noqa: F401 - registers the shadow tables, so each test starts empty
-from registry.config import RegistrySettings
-from registry.db import sqlite_url
-from registry.service import Registry
 from shadows.batch import Kind, Op, Result
 from shadows.config import ShadowSettings
 from shadows.document import parse_update
 from shadows.names import ShadowKey
 from shadows.options import DEFAULT, ShadowOptions, parse_options
 from shadows.store import SHADOW_CHANGE, ShadowStore
-from tests.conftest import service_required
 from tests.identity.apphost import WAIT
-from tests.registry.conftest import (
-    BACKENDS,
-    drop_schema,
-    empty_tables,
-    postgres_problem,  # noqa: F401 - probed through getfixturevalue, only for PostgreSQL
-    postgres_settings,
-)
+from tests.registry.conftest import MakeRegistry
 
 HISTORY_3 = parse_options({"history": 3})
 REJECTIONS = parse_options({"rejections": {"enabled": True}})
-
-MakeRegistry = Callable[[], Registry]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Registry]:
-    """The registry's database, migrated once per backend for this module: a SQLite file,
-    or a new ``tc_test_<random>`` schema in the test PostgreSQL, dropped afterwards."""
-    backend = str(request.param)
-    folder = tmp_path_factory.mktemp(f"shadow-store-{backend}")
-    if backend == "sqlite":
-        settings = RegistrySettings(database_url=sqlite_url(folder / "thingcore.db"))
-    else:
-        problem = request.getfixturevalue("postgres_problem")
-        if problem is not None:
-            if service_required():
-                pytest.fail(f"PostgreSQL is required under CI=true: {problem}")
-            pytest.skip(f"PostgreSQL is not reachable: {problem} (set THINGCORE_TEST_DATABASE_URL)")
-        settings = postgres_settings()
-    owner = Registry(settings, folder).open()
-    try:
-        yield owner
-    finally:
-        drop_schema(owner)
-        owner.close()
-
-
-@pytest.fixture
-def registries(database: Registry, tmp_path: Path) -> Iterator[MakeRegistry]:
-    """The module's database, emptied for this test. The first call gives its registry;
-    each further call one with an engine of its own, as a second process would have."""
-    empty_tables(database)
-    made: list[Registry] = []
-
-    def make() -> Registry:
-        registry = database if not made else Registry(database.settings, tmp_path)
-        made.append(registry)
-        return registry
-
-    try:
-        yield make
-    finally:
-        for registry in made[1:]:
-            registry.close()
 
 
 @pytest.fixture
@@ -100,8 +42,8 @@ def thing(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(registries: MakeRegistry) -> ShadowStore:
-    return ShadowStore(registries().db, ShadowSettings())
+def store(make_registry: MakeRegistry) -> ShadowStore:
+    return ShadowStore(make_registry().db, ShadowSettings())
 
 
 def update_op(
@@ -360,9 +302,9 @@ def test_refused_desired_values_are_recorded_as_rejections(store: ShadowStore, t
 
 
 def test_the_outbox_stores_messages_and_announces_them_with_a_shadow_change(
-    store: ShadowStore, registries: MakeRegistry, thing: str
+    store: ShadowStore, make_registry: MakeRegistry, thing: str
 ) -> None:
-    registry = registries()
+    registry = make_registry()
     key = ShadowKey.of(thing)
     start = store.last_message_id()
     mark = registry.last_change()
@@ -426,11 +368,11 @@ UPDATES_EACH = 100
 
 
 def test_two_stores_on_one_database_never_fork_a_shadow_s_versions(
-    registries: MakeRegistry, thing: str
+    make_registry: MakeRegistry, thing: str
 ) -> None:
     """Two engines (two processes' worth) in two threads, each applying single-op updates
     to one shadow: every update gets its own version and none is lost."""
-    stores = [ShadowStore(registries().db, ShadowSettings()) for _ in range(2)]
+    stores = [ShadowStore(make_registry().db, ShadowSettings()) for _ in range(2)]
     assert stores[0].db.engine is not stores[1].db.engine
     key = ShadowKey.of(thing, "contended")
     options = parse_options({"history": 2 * UPDATES_EACH})
