@@ -1,0 +1,59 @@
+"""What a rule sees when it evaluates one message: ``EvalContext``.
+
+Built once per message (cheaply: the payload is parsed once, lazily, and shared by every rule
+that matches), read by the compiled closures and the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.sql.values import UNDEFINED
+
+ShadowReader = Callable[[str, str | None], Any]
+"""(thing, shadow name or None) -> the shadow's get document as a dict, or UNDEFINED."""
+
+
+@dataclass(slots=True)
+class EvalContext:
+    topic: str
+    """The topic as published; for Basic Ingest the ``$aws/rules/<rule>/`` prefix is already
+    stripped (``topic()`` never shows it)."""
+    payload: bytes
+    client_id: str | None = None
+    principal: str | None = None
+    trace_id: str | None = None
+    received_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    """``timestamp()``: when the rules engine received the message, epoch milliseconds."""
+    account_id: str = "000000000000"
+    rule_name: str = ""
+    shadow_reader: ShadowReader | None = None
+    """``get_thing_shadow``; None where no shadow store is attached (the function is then
+    Undefined)."""
+    _document: Any = field(default=None, init=False, repr=False)
+    _parsed: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def document(self) -> Any:
+        """The payload parsed as JSON, or UNDEFINED when it is not JSON (binary payloads:
+        attribute access yields Undefined, ``*`` yields the raw bytes)."""
+        if not self._parsed:
+            self._parsed = True
+            try:
+                self._document = json.loads(self.payload)
+            except (ValueError, RecursionError):
+                self._document = UNDEFINED
+        return self._document
+
+    def topic_levels(self) -> list[str]:
+        return self.topic.split("/")
+
+    def trace(self) -> str:
+        if self.trace_id is None:
+            self.trace_id = str(uuid.uuid4())
+        return self.trace_id
