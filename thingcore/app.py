@@ -3,10 +3,11 @@
 Start order: data directory, identity (database and migrations, the development CA and server
 certificate, the first registry snapshot, in a worker thread), then the broker (restores its
 snapshot and listens, with the identity service's auth hooks and TLS trust), then the change
-feed, then the shadow service on the broker's Bus (it answers shadow requests and follows the
-same change feed). Stop order is the reverse, written down by the ``AsyncExitStack``: the
-shadow service stops taking requests and answers what it queued, the feed stops, the broker
-stops listening, disconnects clients and writes its snapshot, then the database is closed.
+feed, then the shadow service and the rules engine on the broker's Bus (both follow the same
+change feed). Stop order is the reverse, written down by the ``AsyncExitStack``: the rules
+engine stops matching and finishes its queued actions, the shadow service stops taking
+requests and answers what it queued, the feed stops, the broker stops listening, disconnects
+clients and writes its snapshot, then the database is closed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ import logging
 import resource
 import signal
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 from broker.server import Broker
 from registry.identity import IdentityService
+from rules.engine import RulesEngine
+from rules.store import RuleStore
+from shadows.document import get_document
+from shadows.names import ShadowKey
 from shadows.service import ShadowService
 from shadows.store import ShadowStore
 from thingcore.config import Settings
@@ -55,7 +61,26 @@ class App:
                 self.broker.bus,
                 things=self.identity.thing,
             )
+        self.rules: RulesEngine | None = None
+        if settings.rules.enabled:
+            self.rules = RulesEngine(
+                settings.rules,
+                self.broker.bus,
+                RuleStore(self.identity.registry.db),
+                account_id=settings.registry.account_id,
+                shadow_reader=self._read_shadow,
+            )
         self._stack = AsyncExitStack()
+
+    def _read_shadow(self, thing: str, name: str | None) -> object:
+        """``get_thing_shadow()`` in rules: the shadow's get document (worker threads only)."""
+        from rules.sql.values import UNDEFINED
+
+        store = ShadowStore(self.identity.registry.db, self.settings.shadows)
+        shadow = store.get(ShadowKey.of(thing, name))
+        if shadow is None or not shadow.exists:
+            return UNDEFINED
+        return get_document(shadow, int(time.time()), None)
 
     async def __aenter__(self) -> App:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +92,9 @@ class App:
             if self.shadows is not None:
                 await stack.enter_async_context(self.shadows)
                 self.identity.add_listener(self.shadows.on_changes)
+            if self.rules is not None:
+                await stack.enter_async_context(self.rules)
+                self.identity.add_listener(self.rules.on_changes)
             self._stack = stack.pop_all()
         return self
 

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from broker.config import BrokerSettings
 from registry.config import RegistrySettings
+from rules.config import RulesSettings
 from shadows.config import ShadowSettings
 from thingcore.errors import ConfigError
 
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     registry: RegistrySettings = RegistrySettings()
     shadows: ShadowSettings = ShadowSettings()
+    rules: RulesSettings = RulesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -21,10 +21,12 @@ from registry import models
 from registry.config import RegistrySettings
 from registry.errors import DatabaseError
 from registry.service import Registry
+from rules import models as rule_models
 from shadows import models as shadow_models
 
 # Importing registry.models and shadows.models registers the tables on SQLModel.metadata.
 assert shadow_models.ShadowRow.__tablename__ == "shadows"
+assert rule_models.RuleRow.__tablename__ == "rules"
 MIGRATIONS = Path(models.__file__).parent / "migrations"
 
 

@@ -11,7 +11,18 @@ import sys
 import typer
 from rich.console import Console
 
-from thingcore.cli import ca, certs, groups, policies, serve, shadows, things, types, version
+from thingcore.cli import (
+    ca,
+    certs,
+    groups,
+    policies,
+    rules,
+    serve,
+    shadows,
+    things,
+    types,
+    version,
+)
 from thingcore.errors import ThingcoreError
 
 app = typer.Typer(
@@ -31,6 +42,7 @@ app.add_typer(certs.app, name="certs")
 app.add_typer(policies.app, name="policies")
 app.add_typer(ca.app, name="ca")
 app.add_typer(shadows.app, name="shadows")
+app.add_typer(rules.app, name="rules")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,328 @@
+"""The rules engine: compiled rules evaluated on the broker's dispatch path, actions after it.
+
+Each distinct FROM filter is one Bus subscription, so the broker's router decides cheaply
+whether a message concerns any rule at all; the engine's ``TopicIndex`` then names the rules
+(cached per topic). Evaluation is a plain synchronous call per matching rule (no task, no
+``await``, DESIGN.md on speed); the outputs go to one bounded queue that an action task
+serves, so a republish never re-enters the router while it routes, and a slow action never
+holds the broker up. A rule that raises is counted and skipped; the others go on. Rules that
+call an external function (``get_thing_shadow``) are evaluated by the action task, in a worker
+thread, off the dispatch path.
+
+Basic Ingest: ``$aws/rules/<rule>/...`` is subscribed exclusively, so such messages reach the
+named rule only (no subscribers, no other rules), with the prefix stripped for ``topic()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.bus import Bus, Subscription
+from broker.message import Message
+from rules.actions import perform
+from rules.config import RulesSettings
+from rules.definition import RuleDefinition
+from rules.index import TopicIndex
+from rules.sql.compiler import CompiledRule
+from rules.sql.context import EvalContext, ShadowReader
+from rules.store import Counters, RuleStore, StoredRule
+
+log = logging.getLogger("thingcore.rules")
+
+INGEST_PREFIX = "$aws/rules/"
+INGEST_FILTER = "$aws/rules/#"
+
+
+@dataclass(slots=True)
+class LiveRule:
+    """A rule as the engine runs it: its definition, compiled SQL and counters."""
+
+    definition: RuleDefinition
+    compiled: CompiledRule
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+@dataclass(slots=True)
+class _Work:
+    rule: LiveRule
+    ctx: EvalContext
+    output: Any
+    """The SELECT output, or ``_EVALUATE`` for a rule evaluated off the dispatch path."""
+
+
+_EVALUATE = object()
+
+
+class RulesEngine:
+    """Runs the rules of a ``RuleStore`` on a Bus; use ``async with``."""
+
+    def __init__(
+        self,
+        settings: RulesSettings,
+        bus: Bus,
+        store: RuleStore | None = None,
+        *,
+        account_id: str = "000000000000",
+        shadow_reader: ShadowReader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+        self.account_id = account_id
+        self.shadow_reader = shadow_reader
+        self.rules: dict[str, LiveRule] = {}
+        self.broken: dict[str, str] = {}
+        """Stored rules that cannot run (their SQL no longer compiles...), with why."""
+        self._index: TopicIndex[LiveRule] = TopicIndex()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._ingest: Subscription | None = None
+        self._last: Message | None = None
+        self._queue: deque[_Work] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RulesEngine:
+        if self.store is not None:
+            await self.reload()
+        self._ingest = self.bus.subscribe(INGEST_FILTER, self._on_ingest, exclusive=True)
+        self._tasks = [
+            asyncio.create_task(self._act(), name="rules-actions"),
+            asyncio.create_task(self._flush_metrics_loop(), name="rules-metrics"),
+        ]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for subscription in self._subscriptions.values():
+            subscription.cancel()
+        self._subscriptions.clear()
+        if self._ingest is not None:
+            self._ingest.cancel()
+            self._ingest = None
+        if not self.idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), 10)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.flush_metrics()
+
+    async def reload(self) -> None:
+        """Read every rule from the store and run that set from now on."""
+        if self.store is None:
+            return
+        stored = await asyncio.to_thread(self.store.all)
+        self.install(stored)
+
+    async def on_changes(self, kinds: set[str], keys: dict[str, set[str]]) -> None:
+        """Change-feed listener: a rule changed somewhere (CLI, another server)."""
+        if "rule" in kinds:
+            await self.reload()
+
+    def install(self, stored: list[StoredRule]) -> None:
+        """Compile ``stored`` and swap it in; unchanged rules keep their counters."""
+        # Thousands of compiled rules are hundreds of thousands of long-lived objects: with the
+        # cyclic collector running, its full passes over them cost more than compiling
+        # (bench/rules_eval.py). Pause it while compiling, then move the result out of its way.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            rules, broken = self._compile_all(stored)
+        finally:
+            if collecting:
+                gc.enable()
+        gc.freeze()
+        for name, why in broken.items():
+            if self.broken.get(name) != why:
+                log.error("rule %s cannot run: %s", name, why)
+        index: TopicIndex[LiveRule] = TopicIndex()
+        filters: set[str] = set()
+        for rule in rules.values():
+            topic_filter = rule.compiled.topic_filter
+            if topic_filter is not None and not rule.definition.disabled:
+                index.add(topic_filter, rule)
+                filters.add(topic_filter)
+        self.rules, self.broken, self._index = rules, broken, index
+        for topic_filter in list(self._subscriptions):
+            if topic_filter not in filters:
+                self._subscriptions.pop(topic_filter).cancel()
+        for topic_filter in sorted(filters - set(self._subscriptions)):
+            try:
+                self._subscriptions[topic_filter] = self.bus.subscribe(
+                    topic_filter, self._on_message
+                )
+            except Exception as exc:  # noqa: BLE001 - the broker refuses a filter it cannot hold
+                log.error("rules with FROM %r cannot be subscribed: %s", topic_filter, exc)
+
+    def _compile_all(self, stored: list[StoredRule]) -> tuple[dict[str, LiveRule], dict[str, str]]:
+        rules: dict[str, LiveRule] = {}
+        broken: dict[str, str] = {}
+        for item in stored:
+            try:
+                definition = item.definition()
+            except Exception as exc:  # noqa: BLE001 - a broken stored rule must not stop the rest
+                broken[item.name] = str(exc)
+                continue
+            old = self.rules.get(item.name)
+            counters = old.counters if old is not None else Counters()
+            rules[item.name] = LiveRule(definition, definition.compiled, counters)
+        return rules, broken
+
+    # -- the dispatch path ----------------------------------------------------------------------
+
+    def _context(self, message: Message, topic: str, rule_name: str = "") -> EvalContext:
+        return EvalContext(
+            topic=topic,
+            payload=message.payload,
+            client_id=message.client_id,
+            principal=message.principal,
+            trace_id=message.trace_id,
+            received_ms=int(message.received_at * 1000),
+            account_id=self.account_id,
+            rule_name=rule_name,
+            shadow_reader=self.shadow_reader,
+        )
+
+    def _on_message(self, message: Message) -> None:
+        # A message matching several FROM filters arrives once per subscription: run it once.
+        if message is self._last:
+            return
+        self._last = message
+        rules = self._index.match(message.topic)
+        if not rules:
+            return
+        ctx = self._context(message, message.topic)
+        for rule in rules:
+            self._evaluate(rule, ctx)
+
+    def _on_ingest(self, message: Message) -> None:
+        # $aws/rules/<rule>[/rest]: only that rule, topic() without the prefix (reference 2.8).
+        rest = message.topic[len(INGEST_PREFIX) :]
+        name, _, topic = rest.partition("/")
+        rule = self.rules.get(name)
+        if rule is None or rule.definition.disabled:
+            return
+        self._evaluate(rule, self._context(message, topic, name))
+
+    def _evaluate(self, rule: LiveRule, ctx: EvalContext) -> None:
+        counters = rule.counters
+        counters.matched += 1
+        if rule.compiled.external:
+            self._enqueue(rule, _Work(rule, ctx, _EVALUATE))
+            return
+        started = time.perf_counter_ns()
+        try:
+            output = rule.compiled.evaluate(ctx)
+        except Exception:  # noqa: BLE001 - one rule's failure must not stop the others
+            counters.failed += 1
+            log.debug("rule %s failed on %s", rule.name, ctx.topic, exc_info=True)
+            return
+        finally:
+            counters.eval_ns += time.perf_counter_ns() - started
+        if output is None:
+            return
+        counters.passed += 1
+        self._enqueue(rule, _Work(rule, ctx, output))
+
+    def _enqueue(self, rule: LiveRule, work: _Work) -> None:
+        if not rule.definition.actions and work.output is not _EVALUATE:
+            rule.counters.outputs += 1
+            return
+        if len(self._queue) >= self.settings.action_queue_size:
+            rule.counters.dropped += 1
+            self.dropped += 1
+            return
+        self._queue.append(work)
+        self.idle.clear()
+        self._wake.set()
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    async def _act(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self.idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            work = queue.popleft()
+            rule = work.rule
+            output = work.output
+            if output is _EVALUATE:
+                output = await self._evaluate_off_path(rule, work.ctx)
+                if output is None:
+                    continue
+            rule.counters.outputs += 1
+            for action in rule.definition.actions:
+                try:
+                    perform(action, output, work.ctx, self.bus, rule.compiled)
+                except Exception:  # noqa: BLE001 - one action's failure must not stop the others
+                    log.warning("rule %s: %s action failed", rule.name, action.kind, exc_info=True)
+            # Let the broker serve its clients between outputs of a burst.
+            await asyncio.sleep(0)
+
+    async def _evaluate_off_path(self, rule: LiveRule, ctx: EvalContext) -> Any:
+        started = time.perf_counter_ns()
+        try:
+            output = await asyncio.to_thread(rule.compiled.evaluate, ctx)
+        except Exception:  # noqa: BLE001 - one rule's failure must not stop the others
+            rule.counters.failed += 1
+            return None
+        finally:
+            rule.counters.eval_ns += time.perf_counter_ns() - started
+        if output is not None:
+            rule.counters.passed += 1
+        return output
+
+    async def drain(self) -> None:
+        await self.idle.wait()
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def take_metrics(self) -> dict[str, Counters]:
+        """Counters since the last call, per rule (and reset them)."""
+        deltas: dict[str, Counters] = {}
+        for rule in self.rules.values():
+            if rule.counters:
+                deltas[rule.name] = rule.counters
+                rule.counters = Counters()
+        return deltas
+
+    async def flush_metrics(self) -> None:
+        deltas = self.take_metrics()
+        if deltas and self.store is not None:
+            try:
+                await asyncio.to_thread(self.store.add_metrics, deltas)
+            except Exception:  # noqa: BLE001 - counters are not worth stopping for
+                log.warning("writing rule counters failed", exc_info=True)
+
+    async def _flush_metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.metrics_flush_interval)
+            await self.flush_metrics()
+
+
+def output_payload(output: Any) -> bytes:
+    """A rule's output as a message payload: JSON, or the raw bytes of a binary ``SELECT *``."""
+    if isinstance(output, bytes | bytearray):
+        return bytes(output)
+    return json.dumps(output, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

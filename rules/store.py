@@ -1,0 +1,197 @@
+"""Rules in the database: create, replace, delete, apply a folder, and their counters.
+
+Every change writes a ``rule`` change row in its transaction, so a running server reloads its
+rules within a poll interval, whether the change came from the CLI or elsewhere (DESIGN.md,
+control plane).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import col, select
+
+from registry.clock import now
+from registry.db import Database
+from registry.service import record_change
+from rules.definition import RuleDefinition, parse_definition
+from rules.errors import RuleError
+from rules.models import RuleMetricsRow, RuleRow
+
+RULE_CHANGE = "rule"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRule:
+    name: str
+    payload: dict[str, Any]
+    managed: bool
+    created_at: float
+    updated_at: float
+
+    def definition(self) -> RuleDefinition:
+        return parse_definition(self.name, self.payload)
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "created": self.created,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(slots=True)
+class Counters:
+    matched: int = 0
+    passed: int = 0
+    failed: int = 0
+    outputs: int = 0
+    dropped: int = 0
+    eval_ns: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.matched or self.failed or self.dropped)
+
+
+def _stored(row: RuleRow) -> StoredRule:
+    return StoredRule(
+        row.name, json.loads(row.payload), row.managed, row.created_at, row.updated_at
+    )
+
+
+class RuleStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def all(self) -> list[StoredRule]:
+        with self.db.session() as session:
+            return [_stored(r) for r in session.exec(select(RuleRow).order_by(col(RuleRow.name)))]
+
+    def get(self, name: str) -> StoredRule:
+        with self.db.session() as session:
+            row = session.get(RuleRow, name)
+            if row is None:
+                raise RuleError(f"rule {name!r} does not exist")
+            return _stored(row)
+
+    def put(self, definition: RuleDefinition, *, managed: bool = False) -> str:
+        """Create or replace a rule; returns ``created``, ``changed`` or ``unchanged``."""
+        with self.db.session() as session:
+            outcome = self._put(session, definition, managed)
+            if outcome != "unchanged":
+                record_change(session, RULE_CHANGE, definition.name)
+            return outcome
+
+    def _put(self, session: Any, definition: RuleDefinition, managed: bool) -> str:
+        text = definition.to_json()
+        row = session.get(RuleRow, definition.name)
+        at = now()
+        if row is None:
+            session.add(
+                RuleRow(
+                    name=definition.name,
+                    payload=text,
+                    managed=managed,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+            return "created"
+        if json.loads(row.payload) == json.loads(text) and row.managed == managed:
+            return "unchanged"
+        row.payload = text
+        row.managed = managed
+        row.updated_at = at
+        session.add(row)
+        return "changed"
+
+    def delete(self, name: str) -> None:
+        with self.db.session() as session:
+            row = session.get(RuleRow, name)
+            if row is None:
+                raise RuleError(f"rule {name!r} does not exist")
+            session.delete(row)
+            metrics = session.get(RuleMetricsRow, name)
+            if metrics is not None:
+                session.delete(metrics)
+            record_change(session, RULE_CHANGE, name)
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        stored = self.get(name)
+        payload = dict(stored.payload)
+        payload["ruleDisabled"] = disabled
+        self.put(parse_definition(name, payload), managed=stored.managed)
+
+    def apply(self, definitions: list[RuleDefinition]) -> ApplyReport:
+        """Make the folder's rules the managed rules, in one transaction: create and replace
+        what it holds, delete managed rules it no longer holds. Idempotent."""
+        report = ApplyReport()
+        names = {d.name for d in definitions}
+        if len(names) != len(definitions):
+            counts = Counter(d.name for d in definitions)
+            twice = sorted(n for n, c in counts.items() if c > 1)
+            raise RuleError(f"rules defined twice in the folder: {', '.join(twice)}")
+        with self.db.session() as session:
+            for definition in sorted(definitions, key=lambda d: d.name):
+                outcome = self._put(session, definition, True)
+                getattr(report, outcome).append(definition.name)
+            for row in session.exec(select(RuleRow).where(col(RuleRow.managed))):
+                if row.name not in names:
+                    session.delete(row)
+                    report.deleted.append(row.name)
+            if report.created or report.changed or report.deleted:
+                record_change(session, RULE_CHANGE, "apply")
+        return report
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def add_metrics(self, deltas: dict[str, Counters]) -> None:
+        with self.db.session() as session:
+            for name, delta in deltas.items():
+                row = session.get(RuleMetricsRow, name)
+                if row is None:
+                    row = RuleMetricsRow(name=name, updated_at=now())
+                row.matched += delta.matched
+                row.passed += delta.passed
+                row.failed += delta.failed
+                row.outputs += delta.outputs
+                row.dropped += delta.dropped
+                row.eval_ns += delta.eval_ns
+                row.updated_at = now()
+                session.add(row)
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        with self.db.session() as session:
+            row = session.get(RuleMetricsRow, name)
+        if row is None:
+            return {
+                "matched": 0,
+                "passed": 0,
+                "failed": 0,
+                "outputs": 0,
+                "dropped": 0,
+                "meanEvalMicros": None,
+                "updatedAt": None,
+            }
+        mean = row.eval_ns / row.matched / 1000 if row.matched else None
+        return {
+            "matched": row.matched,
+            "passed": row.passed,
+            "failed": row.failed,
+            "outputs": row.outputs,
+            "dropped": row.dropped,
+            "meanEvalMicros": None if mean is None else round(mean, 2),
+            "updatedAt": row.updated_at,
+        }
