@@ -14,9 +14,14 @@ class RulesSettings:
     metrics_flush_interval: float = 5.0
     """Seconds between writes of the per-rule counters to the database (for the CLI)."""
     max_rules: int = 100_000
+    max_republish_depth: int = 8
+    """A message republished by a rule that triggers a republish that triggers... is dropped
+    (and counted) after this many hops, so a rule that matches its own output cannot spin."""
 
     def __post_init__(self) -> None:
         if self.action_queue_size < 1:
             raise ValueError("action_queue_size must be at least 1")
+        if self.max_republish_depth < 1:
+            raise ValueError("max_republish_depth must be at least 1")
         if self.metrics_flush_interval <= 0:
             raise ValueError("metrics_flush_interval must be greater than 0")

@@ -60,6 +60,8 @@ class _Work:
     ctx: EvalContext
     output: Any
     """The SELECT output, or ``_EVALUATE`` for a rule evaluated off the dispatch path."""
+    depth: int = 0
+    """How many republishes led to the message (0: it came from a client or a service)."""
 
 
 _EVALUATE = object()
@@ -93,6 +95,11 @@ class RulesEngine:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
+        self.loops = 0
+        """Messages not evaluated because republishing had gone ``max_republish_depth`` deep."""
+        self._depth = 0
+        """While an action republishes: the depth its message will have. Routing in process is
+        synchronous, so ``_on_message`` sees the value set around ``bus.publish``."""
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -130,7 +137,9 @@ class RulesEngine:
         if self.store is None:
             return
         stored = await asyncio.to_thread(self.store.all)
-        self.install(stored)
+        # Compiling thousands of rules takes a second or two: not on the event loop.
+        rules, broken = await asyncio.to_thread(self.compile, stored)
+        self._swap(rules, broken)
 
     async def on_changes(self, kinds: set[str], keys: dict[str, set[str]]) -> None:
         """Change-feed listener: a rule changed somewhere (CLI, another server)."""
@@ -139,17 +148,24 @@ class RulesEngine:
 
     def install(self, stored: list[StoredRule]) -> None:
         """Compile ``stored`` and swap it in; unchanged rules keep their counters."""
+        self._swap(*self.compile(stored))
+
+    def compile(self, stored: list[StoredRule]) -> tuple[dict[str, LiveRule], dict[str, str]]:
+        """The runnable rules of ``stored`` and the broken ones with why (any thread)."""
         # Thousands of compiled rules are hundreds of thousands of long-lived objects: with the
         # cyclic collector running, its full passes over them cost more than compiling
         # (bench/rules_eval.py). Pause it while compiling, then move the result out of its way.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            rules, broken = self._compile_all(stored)
+            found = self._compile_all(stored)
         finally:
             if collecting:
                 gc.enable()
         gc.freeze()
+        return found
+
+    def _swap(self, rules: dict[str, LiveRule], broken: dict[str, str]) -> None:
         for name, why in broken.items():
             if self.broken.get(name) != why:
                 log.error("rule %s cannot run: %s", name, why)
@@ -209,9 +225,22 @@ class RulesEngine:
         rules = self._index.match(message.topic)
         if not rules:
             return
+        depth = self._depth
+        if depth >= self.settings.max_republish_depth:
+            self.loops += 1
+            if self.loops == 1 or self.loops % 10_000 == 0:
+                log.warning(
+                    "rules republish in a loop: %s was republished %d times in a row and is "
+                    "not evaluated again (%d so far); check rules whose FROM matches their "
+                    "own republish topic",
+                    message.topic,
+                    depth,
+                    self.loops,
+                )
+            return
         ctx = self._context(message, message.topic)
         for rule in rules:
-            self._evaluate(rule, ctx)
+            self._evaluate(rule, ctx, depth)
 
     def _on_ingest(self, message: Message) -> None:
         # $aws/rules/<rule>[/rest]: only that rule, topic() without the prefix (reference 2.8).
@@ -220,13 +249,13 @@ class RulesEngine:
         rule = self.rules.get(name)
         if rule is None or rule.definition.disabled:
             return
-        self._evaluate(rule, self._context(message, topic, name))
+        self._evaluate(rule, self._context(message, topic, name), self._depth)
 
-    def _evaluate(self, rule: LiveRule, ctx: EvalContext) -> None:
+    def _evaluate(self, rule: LiveRule, ctx: EvalContext, depth: int) -> None:
         counters = rule.counters
         counters.matched += 1
         if rule.compiled.external:
-            self._enqueue(rule, _Work(rule, ctx, _EVALUATE))
+            self._enqueue(rule, _Work(rule, ctx, _EVALUATE, depth))
             return
         started = time.perf_counter_ns()
         try:
@@ -240,7 +269,7 @@ class RulesEngine:
         if output is None:
             return
         counters.passed += 1
-        self._enqueue(rule, _Work(rule, ctx, output))
+        self._enqueue(rule, _Work(rule, ctx, output, depth))
 
     def _enqueue(self, rule: LiveRule, work: _Work) -> None:
         if not rule.definition.actions and work.output is not _EVALUATE:
@@ -272,11 +301,17 @@ class RulesEngine:
                 if output is None:
                     continue
             rule.counters.outputs += 1
-            for action in rule.definition.actions:
-                try:
-                    perform(action, output, work.ctx, self.bus, rule.compiled)
-                except Exception:  # noqa: BLE001 - one action's failure must not stop the others
-                    log.warning("rule %s: %s action failed", rule.name, action.kind, exc_info=True)
+            self._depth = work.depth + 1
+            try:
+                for action in rule.definition.actions:
+                    try:
+                        perform(action, output, work.ctx, self.bus, rule.compiled)
+                    except Exception:  # noqa: BLE001 - one action's failure must not stop others
+                        log.warning(
+                            "rule %s: %s action failed", rule.name, action.kind, exc_info=True
+                        )
+            finally:
+                self._depth = 0
             # Let the broker serve its clients between outputs of a burst.
             await asyncio.sleep(0)
 

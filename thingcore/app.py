@@ -28,7 +28,7 @@ from registry.identity import IdentityService
 from rules.engine import RulesEngine
 from rules.store import RuleStore
 from shadows.document import get_document
-from shadows.names import ShadowKey
+from shadows.names import ShadowKey, ShadowNameError
 from shadows.service import ShadowService
 from shadows.store import ShadowStore
 from thingcore.config import Settings
@@ -77,7 +77,11 @@ class App:
         from rules.sql.values import UNDEFINED
 
         store = ShadowStore(self.identity.registry.db, self.settings.shadows)
-        shadow = store.get(ShadowKey.of(thing, name))
+        try:
+            key = ShadowKey.of(thing, name)
+        except ShadowNameError:
+            return UNDEFINED
+        shadow = store.get(key)
         if shadow is None or not shadow.exists:
             return UNDEFINED
         return get_document(shadow, int(time.time()), None)
