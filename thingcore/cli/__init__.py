@@ -13,6 +13,7 @@ from rich.console import Console
 
 from thingcore.cli import (
     ca,
+    capture,
     certs,
     groups,
     policies,
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("version")(version.version)
+app.command("capture")(capture.capture)
 app.add_typer(things.app, name="things")
 app.add_typer(types.app, name="types")
 app.add_typer(groups.app, name="groups")

@@ -5,28 +5,43 @@ AWS's ``TopicRulePayload``, or the ``{"ruleName": ..., "topicRulePayload": ...}`
 ``aws iot create-topic-rule``) is applied with ``thingcore rules apply DIR``: idempotent, it
 reports what it created, changed and deleted. A running server picks changes up within a
 second.
+
+Beyond AWS (issue 7): ``rules test --cases DIR`` runs a folder of test cases
+(``rules.testing``) and ``rules replay FILE`` runs rules over traffic recorded by
+``thingcore capture`` (``rules.replay``); both only evaluate, no action is performed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from rules.actions.republish import target_topic
 from rules.definition import RuleDefinition, parse_definition
-from rules.engine import output_payload
 from rules.errors import RuleError
+from rules.replay import Replayer, ReplayReport, parse_capture
 from rules.sql.compiler import compile_rule
 from rules.sql.context import EvalContext
 from rules.store import RuleStore, StoredRule
+from rules.testing import (
+    INGEST_PREFIX,
+    CaseReport,
+    CaseResult,
+    RuleSource,
+    load_cases,
+    planned_actions,
+    run_cases,
+    seen_topic,
+    shown,
+)
 from thingcore.cli.common import (
     DataDir,
     Json,
@@ -47,7 +62,9 @@ app = subtyper(
     "`thingcore rules apply rules/`. "
     "Try one on a message without performing its actions: "
     "`thingcore rules test hot_readings --topic sensors/kitchen/telemetry "
-    "--payload '{\"temp\": 61}'`."
+    "--payload '{\"temp\": 61}'`; run a folder of test cases: "
+    "`thingcore rules test --cases tests/rules`; replay recorded traffic "
+    "(`thingcore capture`): `thingcore rules replay traffic.jsonl`."
 )
 
 RuleName = Annotated[str, typer.Argument(help="The rule's name.", show_default=False)]
@@ -159,6 +176,118 @@ def rule_view(stored: StoredRule, metrics: dict[str, Any]) -> RenderableType:
         ("Mean evaluation", "-" if mean is None else f"{mean} µs"),
     ]
     return key_values(rows)
+
+
+_STATUS_STYLE = {"pass": ("PASS ", "green"), "fail": ("FAIL ", "red"), "error": ("ERROR", "red")}
+
+
+def case_view(result: CaseResult) -> RenderableType:
+    """One case: a PASS/FAIL/ERROR line; under a failure, why and the diff."""
+    label, style = _STATUS_STYLE[result.status]
+    line = Text.assemble((label, f"bold {style}"), " ", result.case.name)
+    line.append(f"  {result.case.file}", style="dim")
+    if result.status == "pass":
+        return line
+    parts: list[RenderableType] = [line]
+    if result.message:
+        parts.append(Text(f"      {result.message}"))
+    for diff_line in result.diff:
+        diff_style = ""
+        if diff_line.startswith(("---", "+++")):
+            diff_style = "bold"
+        elif diff_line.startswith("-"):
+            diff_style = "red"
+        elif diff_line.startswith("+"):
+            diff_style = "green"
+        elif diff_line.startswith("@@"):
+            diff_style = "cyan"
+        parts.append(Text(f"      {diff_line}", style=diff_style))
+    return Group(*parts)
+
+
+def cases_summary(report: CaseReport) -> Text:
+    counts = [f"{report.count('pass')} passed"]
+    if report.count("fail"):
+        counts.append(f"{report.count('fail')} failed")
+    if report.count("error"):
+        errors = report.count("error")
+        counts.append(f"{errors} error{'s' if errors > 1 else ''}")
+    text = f"{', '.join(counts)} in {report.seconds:.2f} s"
+    return Text(text, style="bold green" if report.ok else "bold red")
+
+
+def cases_view(report: CaseReport) -> RenderableType:
+    return Group(*(case_view(r) for r in report.results), cases_summary(report))
+
+
+def _clock(t: int) -> str:
+    return datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def replay_table(report: ReplayReport) -> Table:
+    table = Table(show_edge=False)
+    table.add_column("Rule", no_wrap=True)
+    table.add_column("FROM", overflow="fold", min_width=20)
+    for column in ("Matched", "Passed WHERE", "Failed", "Outputs", "Mean eval"):
+        table.add_column(column, justify="right")
+    for rule in report.rules:
+        source = rule.definition.compiled.topic_filter or "(Basic Ingest only)"
+        if rule.definition.disabled:
+            source += " (disabled: skipped)"
+        mean = rule.mean_eval_micros
+        table.add_row(
+            rule.name,
+            source,
+            f"{rule.matched:,}",
+            f"{rule.passed:,}",
+            Text(f"{rule.failed:,}", style="red" if rule.failed else ""),
+            f"{rule.outputs:,}",
+            "-" if mean is None else f"{mean} µs",
+        )
+    return table
+
+
+def replay_view(report: ReplayReport, source: str) -> RenderableType:
+    """The replay's metrics per rule, then each rule's first outputs and failures."""
+    span = ""
+    if report.first_t is not None and report.last_t is not None:
+        span = f" ({_clock(report.first_t)} to {_clock(report.last_t)})"
+    parts: list[RenderableType] = [
+        Text(
+            f"Replayed {report.messages:,} messages from {source}{span}; "
+            f"{report.unmatched:,} reached no rule."
+        ),
+        replay_table(report),
+    ]
+    for rule in report.rules:
+        if rule.first_outputs:
+            count = len(rule.first_outputs)
+            title = f"{count} output{'s' if count > 1 else ''}"
+            if rule.outputs > count:
+                title = f"first {count} of {rule.outputs:,} outputs"
+            parts.append(Text(f"\n{rule.name}: {title}", style="bold"))
+            for entry in rule.first_outputs:
+                parts.append(
+                    Text(f"  {_clock(entry['t'])} {entry['topic']}: ")
+                    + Text(json.dumps(entry["output"], ensure_ascii=False))
+                )
+                for action in entry["actions"]:
+                    if "error" in action:
+                        parts.append(Text(f"    action failed: {action['error']}", style="red"))
+                        continue
+                    target = (
+                        f" to {action['topic']} (QoS {action['qos']})" if "topic" in action else ""
+                    )
+                    parts.append(Text(f"    {action['action']}{target}", style="dim"))
+        if rule.first_errors:
+            parts.append(
+                Text(f"\n{rule.name}: failed {rule.failed:,} times, first:", style="bold red")
+            )
+            for entry in rule.first_errors:
+                parts.append(Text(f"  {_clock(entry['t'])} {entry['topic']}: {entry['error']}"))
+    for name, why in sorted(report.broken.items()):
+        parts.append(Text(f"rule {name} cannot run (skipped): {why}", style="red"))
+    return Group(*parts)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -279,51 +408,78 @@ def disable(name: RuleName, data_dir: DataDir = None, json_output: Json = False)
 @app.command("test")
 def test(
     rule: Annotated[
-        str, typer.Argument(help="A rule's name, or the path of a rule file.", show_default=False)
-    ],
-    topic: Annotated[str, typer.Option("--topic", "-t", help="The message's topic.")],
-    payload: Annotated[
-        str,
-        typer.Option(
-            "--payload", "-p", help="The payload: a file, - for standard input, or JSON text."
+        str | None,
+        typer.Argument(
+            help="A rule's name, or the path of a rule file (not with --cases).",
+            show_default=False,
         ),
-    ],
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option("--topic", "-t", help="The message's topic.", show_default=False)
+    ] = None,
+    payload: Annotated[
+        str | None,
+        typer.Option(
+            "--payload",
+            "-p",
+            help="The payload: a file, - for standard input, or JSON text.",
+            show_default=False,
+        ),
+    ] = None,
     client_id: Annotated[
         str | None, typer.Option("--client-id", help="The publisher's client id.")
+    ] = None,
+    cases: Annotated[
+        Path | None,
+        typer.Option(
+            "--cases",
+            help="A folder of test cases (*.json; or one case file): run them all.",
+            show_default=False,
+        ),
     ] = None,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
-    """Evaluate a rule on one message and print what each action would get, without
-    performing any action. Nothing is written; no server is needed."""
+    """Evaluate a rule on one message and print what each action would get, or run a folder
+    of test cases (`--cases DIR`). No action is performed, nothing is written, no server is
+    needed.
+
+    With `--cases DIR`, run a folder of test cases instead, like a test runner: one PASS or
+    FAIL line per case (with a diff of the expected and actual output), a summary, exit code
+    1 if any case fails. A case file holds a case or a list of them:
+    `{"name": "...", "rule": "hot_readings" or "../hot_readings.json", "topic": "...",
+    "payload": {...} or {"base64": "..."}, "clientId": "...", "expect": {...} or null,
+    "expectActions": [{"action": "republish", "topic": "..."}], "ignore": ["at"]}`
+    (`expect: null`: no output; `ignore`: output keys not compared, for timestamp() and
+    newuuid()). Rule files are found relative to the case file."""
+    if cases is not None:
+        if any(v is not None for v in (rule, topic, payload, client_id)):
+            raise typer.BadParameter(
+                "it runs the folder's cases: give no RULE, --topic, --payload or --client-id",
+                param_hint="'--cases'",
+            )
+        _run_cases(cases, data_dir, json_output)
+        return
+    if rule is None:
+        raise typer.BadParameter("missing: give a rule, or --cases DIR", param_hint="'RULE'")
+    if topic is None:
+        raise typer.BadParameter("missing", param_hint="'--topic' / '-t'")
+    if payload is None:
+        raise typer.BadParameter("missing", param_hint="'--payload' / '-p'")
     definition = _definition_for(rule, data_dir)
     compiled = definition.compiled
     body = _payload_bytes(payload)
+    if compiled.topic_filter is not None or topic.startswith(INGEST_PREFIX):
+        topic = seen_topic(definition, topic)
     ctx = EvalContext(topic=topic, payload=body, client_id=client_id, rule_name=definition.name)
-    if compiled.topic_filter is not None:
-        from broker.topics import matches
-
-        if not matches(compiled.topic_filter, topic):
-            raise RuleError(
-                f"topic {topic!r} does not match the rule's FROM {compiled.topic_filter!r}: "
-                "the rule would not see this message"
-            )
     output = compiled.evaluate(ctx)
-    results: list[dict[str, Any]] = []
-    if output is not None:
-        for action in definition.actions:
-            entry: dict[str, Any] = {"action": action.kind}
-            if action.kind == "republish":
-                entry["topic"] = target_topic(action.params.topic, ctx, compiled)
-                entry["qos"] = action.params.qos
-            entry["payload"] = _shown(output)
-            results.append(entry)
+    results = planned_actions(definition, ctx, output)
     if json_output:
         print_json(
             {
                 "ruleName": definition.name,
                 "wherePassed": output is not None,
-                "output": None if output is None else _shown(output),
+                "output": None if output is None else shown(output),
                 "actions": results,
             }
         )
@@ -332,13 +488,139 @@ def test(
     if output is None:
         console.print("WHERE did not pass: the rule produces nothing for this message.")
         return
-    parts: list[RenderableType] = [Text("Output: ") + Text(json.dumps(_shown(output)))]
+    parts: list[RenderableType] = [Text("Output: ") + Text(json.dumps(shown(output)))]
     for entry in results:
         target = f" to {entry['topic']} (QoS {entry['qos']})" if "topic" in entry else ""
         parts.append(Text(f"{entry['action']}{target}: {json.dumps(entry['payload'])}"))
     if not results:
         parts.append(Text("(the rule has no actions)"))
     console.print(Group(*parts))
+
+
+def _run_cases(folder: Path, data_dir: Path | None, json_output: bool) -> None:
+    loaded = load_cases(folder)
+    with ExitStack() as stack:
+        lookup: Callable[[str], RuleDefinition] | None = None
+        if any(case.rule_file is None for case in loaded):
+            # Only cases naming a rule in the database need it; rule files need none.
+            store = stack.enter_context(open_rules(data_dir))
+
+            def lookup(name: str) -> RuleDefinition:
+                return store.get(name).definition()
+
+        report = run_cases(loaded, RuleSource(read_rule_file, lookup))
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        stdout_console().print(cases_view(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+REPLAY_PROGRESS_BYTES = 1 << 20
+"""Capture files at least this big get a progress bar (on a terminal)."""
+
+
+@app.command("replay")
+def replay(
+    capture: Annotated[
+        Path,
+        typer.Argument(
+            help="A capture file: JSON Lines, as `thingcore capture` writes.", show_default=False
+        ),
+    ],
+    rules_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="A folder of rule files (or one rule file) instead of the database's rules.",
+            show_default=False,
+        ),
+    ] = None,
+    outputs: Annotated[
+        int, typer.Option("--outputs", "-n", min=0, help="Outputs and failures shown per rule.")
+    ] = 3,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Run the rules over recorded traffic as the server would, and show what they did.
+
+    Messages reach rules as on the server (FROM filters, Basic Ingest topics to their rule
+    only, disabled rules skipped; `timestamp()` is when a message was recorded). Shown per
+    rule: its first outputs and where its actions would send them, and its counters: matched,
+    passed WHERE, failed, outputs, mean evaluation time. No action is performed. Record
+    traffic with `thingcore capture FILE --topic '#'`."""
+    settings = settings_for(data_dir)
+    definitions, broken = _replay_rules(rules_from, data_dir)
+    replayer = Replayer(
+        definitions, keep=outputs, account_id=settings.registry.account_id, broken=broken
+    )
+    console = stdout_console()
+    with _capture_lines(capture, console, progress=not json_output) as lines:
+        report = replayer.run(parse_capture(lines, str(capture)))
+    if json_output:
+        print_json({"file": str(capture), **report.as_dict()})
+        return
+    console.print(replay_view(report, str(capture)))
+
+
+def _replay_rules(
+    source: Path | None, data_dir: Path | None
+) -> tuple[list[RuleDefinition], dict[str, str]]:
+    if source is not None:
+        definitions = read_folder(source) if source.is_dir() else [read_rule_file(source)]
+        if not definitions:
+            raise RuleError(f"{source} holds no rule files (*.json)")
+        return definitions, {}
+    with open_rules(data_dir) as store:
+        stored = store.all()
+    definitions = []
+    broken: dict[str, str] = {}
+    for item in stored:
+        try:
+            definitions.append(item.definition())
+        except ThingcoreError as exc:
+            broken[item.name] = str(exc)
+    if not stored:
+        raise RuleError(
+            "there are no rules to replay: apply some (`thingcore rules apply DIR`) "
+            "or give --rules DIR"
+        )
+    return definitions, broken
+
+
+@contextmanager
+def _capture_lines(path: Path, console: Console, *, progress: bool) -> Iterator[Iterable[str]]:
+    """The lines of a capture file, with a progress bar when it is big and output is a
+    terminal; read errors as one ``RuleError``."""
+    try:
+        size = path.stat().st_size
+        if progress and console.is_terminal and size >= REPLAY_PROGRESS_BYTES:
+            import rich.progress
+
+            opened: Any = rich.progress.open(
+                path,
+                "rt",
+                encoding="utf-8",
+                description="Replaying",
+                console=console,
+                transient=True,
+            )
+        else:
+            opened = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise RuleError(f"cannot read the capture: {path} does not exist") from None
+    except IsADirectoryError:
+        raise RuleError(f"cannot read the capture: {path} is a directory") from None
+    except OSError as exc:
+        raise RuleError(f"cannot read the capture {path}: {exc.strerror or exc}") from None
+    try:
+        with opened as lines:
+            yield lines
+    except UnicodeDecodeError:
+        raise RuleError(f"cannot read the capture {path}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise RuleError(f"cannot read the capture {path}: {exc.strerror or exc}") from None
 
 
 def _definition_for(rule: str, data_dir: Path | None) -> RuleDefinition:
@@ -354,12 +636,3 @@ def _payload_bytes(source: str) -> bytes:
     if stripped[:1] in ("{", "[", '"') or stripped in ("true", "false", "null"):
         return source.encode("utf-8")
     return read_input(source, "payload").encode("utf-8")
-
-
-def _shown(output: Any) -> Any:
-    """An output for printing: bytes (a binary ``SELECT *``) as base64 under a key."""
-    if isinstance(output, bytes | bytearray):
-        import base64
-
-        return {"base64": base64.b64encode(output_payload(output)).decode()}
-    return output
