@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,7 +211,8 @@ class RulesEngine:
             payload=message.payload,
             client_id=message.client_id,
             principal=message.principal,
-            trace_id=message.trace_id,
+            # The message's trace id is made (a UUID) only if a rule calls traceid().
+            trace_source=_trace_of(message),
             received_ms=int(message.received_at * 1000),
             account_id=self.account_id,
             rule_name=rule_name,
@@ -354,6 +356,10 @@ class RulesEngine:
         while True:
             await asyncio.sleep(self.settings.metrics_flush_interval)
             await self.flush_metrics()
+
+
+def _trace_of(message: Message) -> Callable[[], str]:
+    return lambda: message.trace_id
 
 
 def output_payload(output: Any) -> bytes:

@@ -629,7 +629,7 @@ def _principal(ctx: EvalContext) -> Any:
 def _traceid(ctx: EvalContext) -> Any:
     # AWS: "Undefined if the message wasn't sent over MQTT"; a message without a client id
     # did not come over MQTT (HTTP publish, an internal event).
-    if ctx.trace_id is None and ctx.client_id is None:
+    if not ctx.has_trace() and ctx.client_id is None:
         return UNDEFINED
     return ctx.trace()
 
