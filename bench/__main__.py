@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--protocol 5, latest-NAME.* with --results-name NAME; plus dated copies).\n"
             "The mutual-TLS workloads issue and register client certificates first (a few\n"
             "seconds per thousand); policy-throughput always compares thingcore with itself,\n"
-            "shadow-updates always thingcore with amqtt's shadow plugin.\n"
+            "shadow-updates always thingcore with amqtt's shadow plugin, rules-throughput\n"
+            "thingcore with 1,000 rules against none.\n"
             "Benchmarks report, they never fail: exit code 0 unless the harness itself breaks."
         ),
         epilog=f"workloads:\n{workloads}\n\nexample: python -m bench --quick --only latency,idle",

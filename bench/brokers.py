@@ -5,7 +5,8 @@ Each broker runs as a subprocess on a free loopback port, pinned to the broker C
 then stops it), with a private temporary directory for its config, data and log. `run_broker`
 is a context manager: the broker is stopped by PID whatever happens (SIGINT, then SIGKILL).
 
-Four kinds: `mosquitto`, `thingcore` (`thingcore serve`, with the registry),
+Five kinds: `mosquitto`, `thingcore` (`thingcore serve`, with the registry),
+`thingcore-rules` (the same with a workload's rules applied before it starts),
 `thingcore-bare` (the same broker without the registry, `bench.bare_broker`) and `amqtt`
 (amqtt's broker with its contrib shadow plugin on SQLite, `bench.amqtt_broker`). Given the
 run's PKI (`bench.pki`), Mosquitto and thingcore also listen for mutual TLS on a second free
@@ -28,10 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -77,6 +79,8 @@ class LaunchContext:
     log: Path
     pki: Pki | None  # the run's PKI, for the mutual-TLS workloads; None: no TLS clients
     allow_all: bool = False  # anonymous clients may use every topic, reserved ones included
+    # Rule name -> AWS TopicRulePayload, for the launchers that apply rules (thingcore-rules).
+    rules: Mapping[str, Mapping[str, Any]] | None = None
 
 
 Launcher = Callable[[LaunchContext], Launch]
@@ -164,10 +168,15 @@ def _create_allow_all_policy(ctx: LaunchContext, env: dict[str, str]) -> None:
     which the shadow workload's anonymous devices use."""
     document = ctx.workdir / "bench-all-policy.json"
     document.write_text(json.dumps(ALLOW_ALL_DOCUMENT))
-    argv = [sys.executable, "-m", "thingcore", "policies", "create", ALLOW_ALL_POLICY]
+    _thingcore_cli(ctx, env, ["policies", "create", ALLOW_ALL_POLICY, str(document)])
+
+
+def _thingcore_cli(ctx: LaunchContext, env: dict[str, str], args: list[str]) -> str:
+    """Run `<venv python> -m thingcore ARGS` on the broker's data directory; its stdout."""
+    command = f"thingcore {' '.join(args[:2])}"
     try:
         done = subprocess.run(
-            [*argv, str(document)],
+            [sys.executable, "-m", "thingcore", *args],
             env=env,
             cwd=ctx.workdir,
             stdin=subprocess.DEVNULL,
@@ -176,12 +185,29 @@ def _create_allow_all_policy(ctx: LaunchContext, env: dict[str, str]) -> None:
             timeout=120,
         )
     except subprocess.TimeoutExpired as exc:
-        raise BrokerError(
-            f"`thingcore policies create` did not finish in {exc.timeout:g} s"
-        ) from None
+        raise BrokerError(f"`{command}` did not finish in {exc.timeout:g} s") from None
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip()
-        raise BrokerError(f"`thingcore policies create {ALLOW_ALL_POLICY}` failed: {output}")
+        raise BrokerError(f"`{command}` failed: {output}")
+    return done.stdout
+
+
+def thingcore_rules(ctx: LaunchContext) -> Launch:
+    """`thingcore serve` with the workload's rules: before the server starts, one file per
+    rule (file name = rule name, content = its TopicRulePayload) goes into a folder, applied
+    with thingcore's own CLI (`thingcore rules apply DIR`) to the data directory; the server
+    loads them from its database at start."""
+    if not ctx.rules:
+        raise BrokerError("thingcore-rules runs a workload's rules (rules-throughput) only")
+    launch = thingcore(ctx)
+    folder = ctx.workdir / "rules"
+    folder.mkdir()
+    for name, payload in ctx.rules.items():
+        (folder / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    report = json.loads(_thingcore_cli(ctx, launch.env, ["rules", "apply", str(folder), "--json"]))
+    if len(report.get("created", [])) != len(ctx.rules):
+        raise BrokerError(f"`thingcore rules apply` did not create every rule: {report}")
+    return launch
 
 
 def thingcore_bare(ctx: LaunchContext) -> Launch:
@@ -224,6 +250,7 @@ def amqtt(ctx: LaunchContext) -> Launch:
 LAUNCHERS: dict[str, Launcher] = {
     "mosquitto": mosquitto,
     "thingcore": thingcore,
+    "thingcore-rules": thingcore_rules,
     "thingcore-bare": thingcore_bare,
     "amqtt": amqtt,
 }
@@ -254,6 +281,7 @@ class RunningBroker:
     stop_timeout: float
     tls_port: int | None = None  # the mutual-TLS listener, when started with a PKI
     pki: Pki | None = None
+    data_dir: Path | None = None  # thingcore's THINGCORE_DATA_DIR (removed once it stopped)
     exit_code: int | None = None  # set once stopped
     killed: bool = False  # it needed SIGKILL
 
@@ -314,10 +342,12 @@ def run_broker(
     ready_timeout: float = 30.0,
     pki: Pki | None = None,
     allow_all: bool = False,
+    rules: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[RunningBroker]:
     """Start broker `kind` (a key of `LAUNCHERS`), yield it once its port accepts TCP
     connections (and, with a `pki`, its mutual-TLS port listens), and stop it on exit.
-    `allow_all`: anonymous clients may use every topic, reserved ones included."""
+    `allow_all`: anonymous clients may use every topic, reserved ones included. `rules`
+    (name -> TopicRulePayload): applied before the start by the kinds that take rules."""
     launcher = LAUNCHERS.get(kind)
     if launcher is None:
         raise BrokerError(f"unknown broker {kind!r}; choose from {', '.join(LAUNCHERS)}")
@@ -329,7 +359,7 @@ def run_broker(
     tls_port = free_port(avoid=frozenset({port}))
     try:
         launch = launcher(
-            LaunchContext(workdir, port, tls_port, limits or Limits(), log, pki, allow_all)
+            LaunchContext(workdir, port, tls_port, limits or Limits(), log, pki, allow_all, rules)
         )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -358,6 +388,7 @@ def run_broker(
         launch.stop_timeout,
         tls_port=tls_port if pki is not None else None,
         pki=pki,
+        data_dir=Path(data) if (data := launch.env.get("THINGCORE_DATA_DIR")) else None,
     )
     try:
         _wait_ready(broker, ready_timeout)

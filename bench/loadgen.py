@@ -6,6 +6,10 @@ comparisons, and subscribers decode runs of same-shaped PUBLISHes with `struct.i
 and `collections.Counter` (one Python iteration per distinct send stamp, not per message).
 Anything unexpected falls back to the general decoder in `mqttwire`.
 
+A publisher either sends the binary stamped payload on its one topic, or (`json_messages`) a
+list of JSON payloads, each on its own topic, in turn, with the stamp written into each; its
+subscribers then read the stamps from the JSON (`PublishLayout.json_stamp`).
+
 Publishers and subscribers speak MQTT 3.1.1 or MQTT 5 (`protocol` 4 or 5); with 5 every PUBLISH
 carries `mqttwire.PUBLISH_PROPERTIES`, and subscribers check that they arrive: on the first
 PUBLISH of every read on the fast paths, and on every PUBLISH the general decoder reads (where a
@@ -18,11 +22,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from bench import mqttwire
-from bench.mqttwire import STAMP, STAMP_SIZE, Packet, PacketType, PublishLayout
+from bench.mqttwire import (
+    JSON_STAMP_AT,
+    JSON_STAMP_END,
+    STAMP,
+    STAMP_SIZE,
+    Packet,
+    PacketType,
+    PublishLayout,
+)
 from bench.stats import COARSE_NS, COARSE_SHIFT, FINE_NS, Recorder
 
 monotonic_ns = time.monotonic_ns
@@ -104,7 +116,9 @@ class MqttClient(asyncio.Protocol):
 
 
 class Publisher(MqttClient):
-    """Publishes stamped messages on one topic as the owner grants them (`due`)."""
+    """Publishes stamped messages on one topic as the owner grants them (`due`); with
+    `json_messages`, those (topic, JSON payload) pairs in turn instead, every payload
+    `payload_size` bytes and every topic as long as `topic`."""
 
     def __init__(
         self,
@@ -116,6 +130,7 @@ class Publisher(MqttClient):
         window: int,
         keepalive: int,
         protocol: int = 4,
+        json_messages: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         super().__init__(client_id, keepalive, protocol)
         self.qos = qos
@@ -125,6 +140,33 @@ class Publisher(MqttClient):
         self.prefix = mqttwire.publish_prefix(topic, payload_size, qos, props)
         self.after_id = props if qos else b""
         self.filler = b"x" * (payload_size - STAMP_SIZE)
+        self.turns = len(json_messages)  # JSON messages, sent in turn; 0: the binary payload
+        self.turn = 0  # the JSON message to send next
+        self.packet_size = len(self.prefix) + (2 + len(props) if qos else 0) + payload_size
+        # Each JSON message split around its stamp: `heads` ends where the stamp starts (for
+        # QoS 1 at the packet id, `mids` following it), `tails` is the payload after it.
+        self.heads: list[bytes] = []
+        self.mids: list[bytes] = []
+        self.tails: list[bytes] = []
+        for json_topic, payload in json_messages:
+            if len(json_topic.encode()) != len(topic.encode()) or len(payload) != payload_size:
+                raise ValueError("JSON messages need the topic's length and the payload size")
+            prefix = mqttwire.publish_prefix(json_topic, payload_size, qos, props)
+            opening = payload[:JSON_STAMP_AT]
+            self.heads.append(prefix if qos else prefix + opening)
+            self.mids.append(props + opening)
+            self.tails.append(payload[JSON_STAMP_END:])
+        # QoS 0 sends runs of whole turns: joined with the tick's stamp, these pieces are
+        # every message once (one C-level join per tick, not one per message).
+        self.ring_pieces = (
+            [
+                self.heads[0],
+                *(t + h for t, h in zip(self.tails, self.heads[1:], strict=False)),
+                self.tails[-1],
+            ]
+            if json_messages
+            else []
+        )
         self.step = 0
         self.pending = 0  # messages due but not yet written
         self.inflight = 0  # QoS 1 PUBLISHes not yet acknowledged
@@ -151,6 +193,9 @@ class Publisher(MqttClient):
         transport = self.transport
         if not n or self.paused or transport is None:
             return
+        if self.turns:
+            self.flush_json(n, transport)
+            return
         stamp = STAMP.pack(monotonic_ns(), self.step)
         if self.qos == 0:
             transport.write((self.prefix + stamp + self.filler) * n)
@@ -168,6 +213,33 @@ class Publisher(MqttClient):
             self.next_packet_id = pid
             self.inflight += n
             transport.write(b"".join(parts))
+        self.pending -= n
+        self.sent += n
+
+    def flush_json(self, n: int, transport: asyncio.Transport) -> None:
+        """`flush` for JSON messages: the next `n` turns, each with the send stamp written in."""
+        stamp = mqttwire.json_stamp(monotonic_ns(), self.step)
+        turns, turn = self.turns, self.turn
+        if self.qos == 0:
+            ring = stamp.join(self.ring_pieces)
+            start, end = turn * self.packet_size, (turn + n) * self.packet_size
+            laps = -(-end // len(ring))
+            transport.write((ring * laps)[start:end] if laps > 1 else ring[start:end])
+        else:
+            n = min(n, self.window - self.inflight)
+            if n <= 0:
+                return
+            heads, mids, tails = self.heads, self.mids, self.tails
+            pid = self.next_packet_id
+            parts: list[bytes] = []
+            for i in range(turn, turn + n):
+                k = i % turns
+                parts += (heads[k], pid.to_bytes(2, "big"), mids[k], stamp, tails[k])
+                pid = pid + 1 if pid < 0xFFFF else 1
+            self.next_packet_id = pid
+            self.inflight += n
+            transport.write(b"".join(parts))
+        self.turn = (turn + n) % turns
         self.pending -= n
         self.sent += n
 
@@ -231,6 +303,7 @@ class Subscriber(MqttClient):
         self.props = layout.properties
         self.props_at = layout.properties_at
         self.props_end = layout.properties_at + len(layout.properties)
+        self.json = layout.json_stamp  # stamps in hex digits: converted per distinct stamp
         self.stamps = layout.stamps(coarse)
         self.packet_ids = layout.packet_ids() if qos else None
         self.acks: list[bytes] = []
@@ -311,7 +384,17 @@ class Subscriber(MqttClient):
             for key in counts:
                 if key[0] != head:
                     return False
-        if self.coarse:
+        if self.json:
+            try:
+                if self.coarse:  # the first 12 of 16 hex digits: sent_ns >> 16
+                    stamps = {(int(k[1], 16), int(k[2], 16)): c for k, c in counts.items()}
+                else:
+                    stamps = {
+                        (int(k[1], 16) // FINE_NS, int(k[2], 16)): c for k, c in counts.items()
+                    }
+            except ValueError:
+                return False  # not hex: the general decoder counts it as foreign
+        elif self.coarse:
             stamps = {(k[1] << 16 | k[2], k[3]): c for k, c in counts.items()}
         else:
             stamps = {(k[1] // FINE_NS, k[2]): c for k, c in counts.items()}
@@ -331,6 +414,12 @@ class Subscriber(MqttClient):
                 self.acks.append(mqttwire.puback(packet_id))
             if props != self.props and not same_properties(props, self.props):
                 self.recorder.foreign += 1  # the broker lost or changed the properties
+            elif self.json:
+                stamped = mqttwire.read_json_stamp(payload)
+                if stamped is None:
+                    self.recorder.foreign += 1
+                else:
+                    self.recorder.record_one(self.now, self.units(stamped[0]), stamped[1])
             elif len(payload) >= STAMP_SIZE:
                 sent, step = STAMP.unpack_from(payload)
                 self.recorder.record_one(self.now, self.units(sent), step)
@@ -342,7 +431,8 @@ class Subscriber(MqttClient):
                 self.fail(ClientError(f"{self.client_id}: SUBSCRIBE refused ({granted!r})"))
             else:
                 self.ready = True
-                self.lean = self.coarse and self.qos == 0
+                # The single-message path reads binary stamps only.
+                self.lean = self.coarse and self.qos == 0 and not self.json
                 self.subscribed.set_result(None)
         else:
             super().handle(packet)

@@ -11,11 +11,18 @@ SUBSCRIBE carry an empty properties block, and every benchmark PUBLISH carries
 `PUBLISH_PROPERTIES` (a Content Type and two User Properties). PUBACKs are sent in the short
 2-byte form, which MQTT 5 allows for reason code 0 without properties. This codec is the
 bench's own, deliberately independent of the broker's.
+
+Payloads are binary by default (`STAMP`, then filler). The JSON variant (`json_payload`, used
+where the broker reads the payload: the rules workload) is a JSON object whose first member,
+`"stamp"`, holds the same send time and step as 18 hex digits at a fixed offset, so a run of
+such PUBLISHes still decodes with one `struct.iter_unpack`.
 """
 
 from __future__ import annotations
 
+import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -53,6 +60,14 @@ SUBACK_FAILURE = 0x80  # and in MQTT 5 every reason code >= 0x80 is a failure
 # u64) and the step number of the workload it belongs to (u8); the rest is filler.
 STAMP = struct.Struct(">QB")
 STAMP_SIZE = STAMP.size
+
+# The JSON variant: `{"stamp":"<16 hex digits of the send time><2 of the step>",...}`. Hex
+# keeps the stamp at a fixed width (a JSON number would not be), and its first 12 digits are
+# the send time without its low 16 bits, the subscribers' coarse timing.
+JSON_STAMP_OPEN = b'{"stamp":"'
+JSON_STAMP_AT = len(JSON_STAMP_OPEN)
+JSON_STAMP_LEN = 18
+JSON_STAMP_END = JSON_STAMP_AT + JSON_STAMP_LEN
 
 
 def remaining_length(n: int) -> bytes:
@@ -138,6 +153,35 @@ def stamp_payload(sent_ns: int, step: int, size: int) -> bytes:
     return STAMP.pack(sent_ns, step) + b"x" * (size - STAMP_SIZE)
 
 
+def json_stamp(sent_ns: int, step: int) -> bytes:
+    """The 18 hex digits a JSON payload's "stamp" holds."""
+    return b"%016x%02x" % (sent_ns, step)
+
+
+def json_payload(members: Mapping[str, object], size: int) -> bytes:
+    """A compact JSON object of exactly `size` bytes: "stamp" first (zeros, for the publisher
+    to overwrite), then `members`, then a "pad" string of x's that makes up the size."""
+    head = JSON_STAMP_OPEN + b"0" * JSON_STAMP_LEN + b'"'
+    body = json.dumps(members, separators=(",", ":")).encode()[1:-1]
+    if body:
+        head += b"," + body
+    room = size - len(head) - len(b',"pad":""}')
+    if room < 0:
+        raise ValueError(f"the JSON members need more than {size} bytes")
+    return head + b',"pad":"' + b"x" * room + b'"}'
+
+
+def read_json_stamp(payload: bytes) -> tuple[int, int] | None:
+    """(send time, step) from a JSON payload's stamp; None if it has none."""
+    if payload[:JSON_STAMP_AT] != JSON_STAMP_OPEN or len(payload) < JSON_STAMP_END:
+        return None
+    try:
+        digits = payload[JSON_STAMP_AT:JSON_STAMP_END]
+        return int(digits[:16], 16), int(digits[16:], 16)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class PublishLayout:
     """The exact shape of a PUBLISH with a given topic length, payload length and QoS.
@@ -146,13 +190,14 @@ class PublishLayout:
     `topic_at` where the topic string (with its length prefix) starts, `packet_id_at` where the
     packet id is (QoS 1 only), `properties_at` where the MQTT 5 properties block (with its
     length) starts and `payload_at` where the payload starts. `properties` is that whole
-    block, empty for MQTT 3.1.1.
+    block, empty for MQTT 3.1.1. `json_stamp`: the payload is the JSON variant.
     """
 
     topic_len: int
     payload_len: int
     qos: int
     properties: bytes = b""
+    json_stamp: bool = False
 
     @property
     def variable_len(self) -> int:
@@ -186,8 +231,15 @@ class PublishLayout:
 
     def stamps(self, coarse: bool = False) -> struct.Struct:
         """Unpacks (head, sent_ns, step) from a packet of this layout; if `coarse`,
-        (head, sent_ns >> 32, (sent_ns >> 16) & 0xFFFF, step), dropping the low 16 bits."""
+        (head, sent_ns >> 32, (sent_ns >> 16) & 0xFFFF, step), dropping the low 16 bits.
+        With `json_stamp`, (head, hex digits of sent_ns, hex digits of the step); `coarse`
+        leaves out the last 4 digits of sent_ns."""
         head = len(self.head)
+        if self.json_stamp:
+            skip = self.payload_at - head + JSON_STAMP_AT
+            tail = self.payload_len - JSON_STAMP_END
+            sent = "12s4x" if coarse else "16s"
+            return struct.Struct(f">{head}s{skip}x{sent}2s{tail}x")
         tail = self.payload_len - STAMP_SIZE
         sent = "IH2x" if coarse else "Q"
         return struct.Struct(f">{head}s{self.payload_at - head}x{sent}B{tail}x")

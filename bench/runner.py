@@ -4,10 +4,12 @@ Brokers run one at a time, each freshly started for each workload (so no workloa
 another's queues or caches), and are always stopped, also on errors and Ctrl+C. A workload
 that fails on one broker is recorded as an error in its row; the run goes on.
 
-A workload with fixed brokers (policy-throughput, shadow-updates) runs on those instead of the
-run's, and a workload may ask for thingcore's anonymous clients to be allowed everything
-(`allow_all`: shadow-updates). The mutual-TLS workloads share one PKI (`bench.pki`), made
-before the first of them in a temporary directory and removed at the end of the run.
+A workload with fixed brokers (policy-throughput, shadow-updates, rules-throughput) runs on
+those instead of the run's, a workload may ask for thingcore's anonymous clients to be allowed
+everything (`allow_all`: shadow-updates), and one may bring rules, made from the run's tag,
+for the brokers that take them (`rules`: rules-throughput on `thingcore-rules`). The
+mutual-TLS workloads share one PKI (`bench.pki`), made before the first of them in a
+temporary directory and removed at the end of the run.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def run(
                         log_dir=results_dir / "logs",
                         pki=run_pki.get() if workload.needs_pki else None,
                         allow_all=workload.allow_all,
+                        rules=workload.rules(tag) if workload.rules is not None else None,
                     ) as broker:
                         measured = workload.run(broker, opts, tag, log)
                     if broker.killed:

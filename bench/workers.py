@@ -47,6 +47,9 @@ class PublisherSpec:
     window: int = 20
     keepalive: int = 300
     protocol: int = 4  # MQTT protocol level: 4 (3.1.1) or 5
+    # Per client, (topic, JSON payload) pairs to publish in turn instead of the binary payload
+    # on `topics` (`bench.mqttwire.json_payload`; every topic as long as the client's topic).
+    json_messages: Sequence[Sequence[tuple[str, bytes]]] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class SubscriberSpec:
     keepalive: int = 300
     coarse: bool = False  # read send stamps at 65.536 µs resolution (cheaper)
     protocol: int = 4  # MQTT protocol level: 4 (3.1.1) or 5
+    json_stamp: bool = False  # the publishers send JSON payloads (`PublisherSpec.json_messages`)
 
 
 @dataclass(frozen=True)
@@ -279,8 +283,9 @@ async def _start_publishers(spec: PublisherSpec) -> list[Publisher]:
             window=spec.window,
             keepalive=spec.keepalive,
             protocol=spec.protocol,
+            json_messages=spec.json_messages[i] if spec.json_messages else (),
         )
-        for cid, topic in zip(spec.client_ids, spec.topics, strict=True)
+        for i, (cid, topic) in enumerate(zip(spec.client_ids, spec.topics, strict=True))
     ]
     await connect_all(pubs, spec.host, spec.port, concurrency=64, tolerate_failures=False)
     return pubs
@@ -288,7 +293,11 @@ async def _start_publishers(spec: PublisherSpec) -> list[Publisher]:
 
 async def _start_subscribers(spec: SubscriberSpec, recorder: Recorder) -> list[Subscriber]:
     layout = mqttwire.PublishLayout(
-        spec.topic_len, spec.payload_size, spec.qos, mqttwire.publish_properties(spec.protocol)
+        spec.topic_len,
+        spec.payload_size,
+        spec.qos,
+        mqttwire.publish_properties(spec.protocol),
+        json_stamp=spec.json_stamp,
     )
     subs = [
         Subscriber(

@@ -16,21 +16,33 @@ shadow-updates compares durable device-shadow updates on thingcore with amqtt's 
 plugin (`bench.amqtt_broker`), whatever brokers the run compares otherwise: updates per second
 with every device keeping a window of updates outstanding, then update->accepted latency at a
 fixed rate (`bench.shadowload`).
+
+rules-throughput runs the two fan-in ramps with JSON payloads on 500 device topics on thingcore
+without rules and with 1,000 rules (`bench.rulesload`), checks the broker's own rule counters
+against what was sent, and runs the in-process rule benchmarks (`bench.rules_eval`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench import host, shadowload, tlsclients
+from bench import host, rulesload, shadowload, tlsclients
 from bench.brokers import RunningBroker
 from bench.connrate import ConnRateResult
 from bench.measurement import Measurement, StepResult
@@ -91,6 +103,9 @@ class Options:
     # amqtt's plugin answers only about 150/s on this machine; 100 both sustain.
     shadow_rate: float = 100.0
     shadow_timeout: float = 10.0  # an update unanswered for this long is lost
+    rules_eval_seconds: float = 3.0  # bench.rules_eval: per evaluation-rate figure
+    rules_eval_runs: int = 3  # bench.rules_eval: timings per compile figure (the best counts)
+    rules_compile: int = 10_000  # rules the in-process compile figures compile
 
     @classmethod
     def quick(cls, **overrides: Any) -> Options:
@@ -105,6 +120,8 @@ class Options:
             "mtls_idle_connections": 500,
             "shadow_seconds": 3.0,
             "shadow_warmup": 1.0,
+            "rules_eval_seconds": 1.0,
+            "rules_eval_runs": 1,
         }
         values.update(overrides)
         return cls(**values)
@@ -187,6 +204,7 @@ class StepRunner:
         self.broker, self.opts, self.log, self.name = broker, opts, log, name
         self.meter = CpuMeter([self.pubs, self.subs], broker)
         self.count = 0
+        self.sent = 0  # messages written in every step run, warm-ups and repeats included
 
     def run(self, rate: float, duration: float, tick: float, *, quiet: bool = False) -> StepResult:
         self.count += 1
@@ -194,6 +212,7 @@ class StepRunner:
         self.meter.reset()
         done: StepDone = self.pubs.request(Step(step, rate, duration, tick), duration + 30)
         cpu = self.meter.lap()
+        self.sent += done.sent
         expected = done.offered * self.fanout
         collected: Collected = self.subs.request(
             Collect(step, expected, settle=0.3, max_wait=2.0), timeout=30
@@ -268,6 +287,25 @@ FANOUT = Ramp("fanout", "fo", 50, 100, 0, 100, 25_600)
 
 
 @dataclass(frozen=True)
+class Feed:
+    """What a ramp's publishers send instead of the binary payload on one topic each: JSON
+    payloads on many topics, every one of them as long (`bench.rulesload`)."""
+
+    topic_filter: str  # the subscribers'
+    messages: Sequence[Sequence[tuple[str, bytes]]]  # per publisher: (topic, JSON) in turn
+
+    def describe(self) -> dict[str, Any]:
+        topics = {t for turns in self.messages for t, _ in turns}
+        return {
+            "payload": "json",
+            "topics": len(topics),
+            "topics_per_publisher": max(len(turns) for turns in self.messages),
+            "topic_filter": self.topic_filter,
+            "payload_example": self.messages[0][0][1].decode(),
+        }
+
+
+@dataclass(frozen=True)
 class PubSub:
     """Connected publisher and subscriber workers (the same one when `combined`)."""
 
@@ -296,21 +334,29 @@ def _start_pubsub(
     qos: int,
     *,
     combined: bool = False,
+    feed: Feed | None = None,
 ) -> PubSub:
     """Start and connect the load generators. Topics are bench/<tag>/<segment>/<NNN>, one per
-    publisher; subscribers take bench/<tag>/<segment>/+. Subscribers are connected (and
-    subscribed) before publishers start."""
+    publisher; subscribers take bench/<tag>/<segment>/+ (with a `feed`, its topics and
+    filter). Subscribers are connected (and subscribed) before publishers start."""
     topics = [f"bench/{tag}/{segment}/{i:03d}" for i in range(publishers)]
+    topic_filter = f"bench/{tag}/{segment}/+"
+    if feed is not None:
+        if len(feed.messages) != publishers:
+            raise ValueError(f"the feed has messages for {len(feed.messages)} publishers")
+        topics = [turns[0][0] for turns in feed.messages]
+        topic_filter = feed.topic_filter
     sub_spec = SubscriberSpec(
         host=broker.host,
         port=broker.port,
         client_ids=[f"{tag}-{segment}-s{i}" for i in range(subscribers)],
-        topic_filter=f"bench/{tag}/{segment}/+",
+        topic_filter=topic_filter,
         qos=qos,
-        topic_len=len(topics[0]),
+        topic_len=len(topics[0].encode()),
         payload_size=opts.payload_size,
         coarse=not combined,
         protocol=opts.protocol,
+        json_stamp=feed is not None,
     )
     pub_spec = PublisherSpec(
         host=broker.host,
@@ -321,6 +367,7 @@ def _start_pubsub(
         payload_size=opts.payload_size,
         window=20,
         protocol=opts.protocol,
+        json_messages=feed.messages if feed is not None else (),
     )
     if combined:
         both = Worker(ClientsSpec(pub_spec, sub_spec), opts.load_cpu, f"clients({segment})")
@@ -346,10 +393,16 @@ def _start_pubsub(
 
 
 def run_ramp(
-    ramp: Ramp, broker: RunningBroker, opts: Options, tag: str, log: Log
+    ramp: Ramp,
+    broker: RunningBroker,
+    opts: Options,
+    tag: str,
+    log: Log,
+    *,
+    feed: Feed | None = None,
 ) -> list[Measurement]:
     with _start_pubsub(
-        broker, opts, tag, ramp.segment, ramp.publishers, ramp.subscribers, ramp.qos
+        broker, opts, tag, ramp.segment, ramp.publishers, ramp.subscribers, ramp.qos, feed=feed
     ) as clients:
         runner = StepRunner(clients, ramp.subscribers, broker, opts, log, ramp.metric)
         runner.run(ramp.start_rate, min(1.0, opts.step_seconds), opts.tick, quiet=True)  # warm-up
@@ -386,7 +439,13 @@ def run_ramp(
                     best, low = result, mid
                 else:
                     failed, high = result, mid
-    return [_ramp_measurement(ramp, opts, best, failed, steps)]
+    measurement = _ramp_measurement(ramp, opts, best, failed, steps)
+    # Every message the publishers wrote, also in the warm-up and in repeated steps (which
+    # "steps" leaves out): the rules workload checks the broker's rule counters against it.
+    measurement.details["messages_sent"] = runner.sent
+    if feed is not None:
+        measurement.details["feed"] = feed.describe()
+    return [measurement]
 
 
 def _round_rate(rate: float) -> float:
@@ -1033,6 +1092,229 @@ def run_shadow_updates(
     return out
 
 
+# --- rules engine -------------------------------------------------------------------------
+
+RULES_FANIN_QOS0 = Ramp("rules_fanin_qos0", "rt0", 20, 1, 0, 5_000, 1_280_000)
+RULES_FANIN_QOS1 = Ramp("rules_fanin_qos1", "rt1", 20, 1, 1, 5_000, 1_280_000)
+RULES_KIND = "thingcore-rules"  # the broker kind that starts with the workload's rules
+RULES_METRICS_FLUSH = 5.0  # RulesSettings.metrics_flush_interval: how often counters reach the db
+RULES_EVAL_METRICS = (
+    "rules_install_s",
+    "rules_definitions_s",
+    "rules_compile_s",
+    "rules_evals_parse",
+    "rules_evals_shared",
+    "rules_engine_typical_us",
+    "rules_engine_mix_us",
+)
+
+
+def run_rules_throughput(
+    broker: RunningBroker, opts: Options, tag: str, log: Log
+) -> list[Measurement]:
+    """The fan-in ramps with the rules workload's JSON traffic; the runner starts thingcore
+    twice, without rules and with `bench.rulesload`'s 1,000 (`thingcore-rules`). With rules,
+    the broker's rule counters are checked against what was sent, and the in-process
+    benchmarks (`bench.rules_eval`) run after the ramps."""
+    with_rules = broker.kind == RULES_KIND
+    mix = rulesload.mix(tag, opts.payload_size)
+    if with_rules:
+        log(
+            f"  {mix.rules:,} rules, {mix.matching} matching the traffic; a message matches "
+            f"{mix.matched_per_message:.2f} on average ({mix.matched_min}-{mix.matched_max}), "
+            f"{mix.passed_per_message:.2f} with WHERE true"
+        )
+    out: list[Measurement] = []
+    for ramp in (RULES_FANIN_QOS0, RULES_FANIN_QOS1):
+        feed = Feed(
+            rulesload.subscriber_filter(tag),
+            rulesload.publisher_messages(tag, ramp.publishers, opts.payload_size),
+        )
+        out += run_ramp(ramp, broker, opts, tag, log, feed=feed)
+    rules_json: dict[str, Any] = mix.to_json() if with_rules else {"rules": 0}
+    for measurement in out:
+        measurement.details["rules"] = rules_json
+    if not with_rules:
+        return out
+    counters = _rule_counters(broker, _messages_sent(out), mix.matched_per_message, log)
+    for measurement in out:
+        measurement.details["rule_counters"] = counters
+        problem = _counter_problem(counters, mix.matched_per_message)
+        if problem:
+            measurement.error = problem
+    return out + _rules_eval(broker, opts, log)
+
+
+def _messages_sent(ramps: Sequence[Measurement]) -> int:
+    """Every message the ramps' publishers wrote, warm-ups and repeated steps included."""
+    return sum(int(m.details.get("messages_sent", 0)) for m in ramps)
+
+
+def _rule_counters(broker: RunningBroker, sent: int, expected: float, log: Log) -> dict[str, Any]:
+    """The broker's per-rule counters summed, read from its database once the engine has
+    written them (it does every few seconds), per message sent. Every message that was sent
+    reached the broker (TCP), so evaluations per message should equal `expected`."""
+    if broker.data_dir is None:
+        return {"error": "no data directory"}
+    time.sleep(RULES_METRICS_FLUSH + 1.5)  # the last flush after the last message
+    broker.check_alive()
+    path = broker.data_dir / "thingcore.db"
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        ) as db:
+            row = db.execute(
+                "SELECT count(*), coalesce(sum(matched), 0), coalesce(sum(passed), 0), "
+                "coalesce(sum(failed), 0), coalesce(sum(outputs), 0), "
+                "coalesce(sum(dropped), 0), coalesce(sum(eval_ns), 0) FROM rule_metrics"
+            ).fetchone()
+    except sqlite3.Error as exc:
+        return {"error": f"reading {path}: {exc}"}
+    rules_counted, matched, passed, failed, outputs, dropped, eval_ns = row
+    counters: dict[str, Any] = {
+        "rules_with_counts": rules_counted,
+        "matched": matched,
+        "passed": passed,
+        "failed": failed,
+        "outputs": outputs,
+        "dropped": dropped,
+        "messages_sent": sent,
+        "matched_per_message": round(matched / sent, 3) if sent else None,
+        "passed_per_message": round(passed / sent, 3) if sent else None,
+        "mean_eval_us": round(eval_ns / matched / 1000, 2) if matched else None,
+    }
+    log(
+        f"  rule counters: {matched:,} evaluations of {rules_counted} rules for {sent:,} "
+        f"messages sent = {counters['matched_per_message']} per message (expected "
+        f"{expected:.2f}), WHERE true {counters['passed_per_message']} per message, "
+        f"{failed:,} failed, mean evaluation {counters['mean_eval_us']} µs"
+    )
+    return counters
+
+
+def _counter_problem(counters: Mapping[str, Any], expected: float) -> str | None:
+    if "error" in counters:
+        return f"rule counters unread: {counters['error']}"
+    if not counters["matched"]:
+        return "the broker evaluated no rule"
+    if counters["failed"]:
+        return f"{counters['failed']:,} rule evaluations failed"
+    per_message = counters["matched_per_message"]
+    if per_message is not None and abs(per_message - expected) > 0.01 * expected:
+        return (
+            f"the broker evaluated {per_message} rules per message sent, not the "
+            f"{expected:.2f} the rules and topics give"
+        )
+    return None
+
+
+def _rules_eval(broker: RunningBroker, opts: Options, log: Log) -> list[Measurement]:
+    """`python -m bench.rules_eval --json` in a process of its own on the load generators'
+    CPU (free once the ramps ended; the broker idles on its own), and the CPU other
+    processes used meanwhile."""
+    root = Path(__file__).resolve().parent.parent
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.rules_eval",
+        "--json",
+        "--seconds",
+        f"{opts.rules_eval_seconds:g}",
+        "--runs",
+        str(opts.rules_eval_runs),
+        "--rules",
+        str(opts.rules_compile),
+    ]
+    if opts.load_cpu is not None and shutil.which("taskset"):
+        argv = ["taskset", "-c", str(opts.load_cpu), *argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THINGCORE_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    log("  in process: bench.rules_eval (evaluations, engine path, compiling 10,000 rules)")
+    before = _cpu_snapshot(broker)
+    try:
+        done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return _rules_eval_failed("bench.rules_eval did not finish in 30 min", log)
+    other = _cpu_snapshot(broker).other_since(before)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return _rules_eval_failed(f"bench.rules_eval failed: {last}", log)
+    figures: dict[str, Any] = json.loads(done.stdout)
+    figures["other_cpu"] = round(other, 3)
+    log(
+        f"  in process: install {figures['install_s']:.2f} s, evaluations "
+        f"{figures['evals_parse_per_call']:,.0f}/s (parse each) and "
+        f"{figures['evals_parse_shared']:,.0f}/s (shared), other {other:.0%}"
+    )
+    typical_us = _us(figures["engine_typical"]) - _us(figures["engine_no_rule"])
+    mix_us = _us(figures["engine_mix"]) - _us(figures["engine_mix_no_rules"])
+
+    def seconds(paused: str, running: str, extra: str = "") -> str:
+        return f"{figures[paused]:.2f} s ({figures[running]:.2f} s with GC running{extra})"
+
+    rows: list[tuple[str, float, str | None]] = [
+        ("rules_install_s", figures["install_s"], None),
+        (
+            "rules_definitions_s",
+            figures["definitions_paused_s"],
+            seconds("definitions_paused_s", "definitions_s"),
+        ),
+        (
+            "rules_compile_s",
+            figures["compile_paused_s"],
+            seconds(
+                "compile_paused_s",
+                "compile_s",
+                f"; parsing alone {figures['parse_paused_s']:.2f} s",
+            ),
+        ),
+        ("rules_evals_parse", figures["evals_parse_per_call"], None),
+        ("rules_evals_shared", figures["evals_parse_shared"], None),
+        ("rules_engine_typical_us", typical_us, None),
+        ("rules_engine_mix_us", mix_us, None),
+    ]
+    return [
+        Measurement(metric, value, text=text, other_cpu=other, details=figures)
+        for metric, value, text in rows
+    ]
+
+
+def _rules_eval_failed(error: str, log: Log) -> list[Measurement]:
+    log(f"  {error}")
+    return [Measurement(metric, None, error=error) for metric in RULES_EVAL_METRICS]
+
+
+def _us(per_second: float) -> float:
+    return 1e6 / per_second if per_second else float("nan")
+
+
+@dataclass(frozen=True)
+class _CpuSnapshot:
+    at: float  # time.monotonic()
+    busy: float  # the machine's busy CPU seconds (steal included)
+    broker: float
+    own: float  # this process
+    children: float  # this process's children that were waited for
+
+    def other_since(self, before: _CpuSnapshot) -> float:
+        """Fraction of a core used since `before` by anything but the children waited for
+        in between, the broker and this process (what `CpuLap.other` means)."""
+        used = (self.busy - before.busy) - (self.broker - before.broker)
+        used -= (self.own - before.own) + (self.children - before.children)
+        return max(0.0, used / max(self.at - before.at, 1e-6))
+
+
+def _cpu_snapshot(broker: RunningBroker) -> _CpuSnapshot:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return _CpuSnapshot(
+        at=time.monotonic(),
+        busy=CpuMeter._machine_busy(),
+        broker=broker.cpu_seconds(),
+        own=CpuMeter._own(),
+        children=children.ru_utime + children.ru_stime,
+    )
+
+
 Runner = Callable[[RunningBroker, Options, str, Log], list[Measurement]]
 
 
@@ -1048,6 +1330,9 @@ class Workload:
     gives such a workload a table of its own, headed `title`."""
     title: str = ""
     allow_all: bool = False  # thingcore's anonymous clients may use reserved ($aws/...) topics
+    rules: Callable[[str], dict[str, dict[str, Any]]] | None = None
+    """Rules (name -> AWS TopicRulePayload) from the run's tag, for the brokers that apply
+    rules before they start (`thingcore-rules`)."""
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -1119,6 +1404,20 @@ WORKLOADS: dict[str, Workload] = {
             brokers=(("amqtt", "amqtt"), ("thingcore", "thingcore")),
             title="Device shadows: thingcore vs amqtt's shadow plugin",
             allow_all=True,
+        ),
+        Workload(
+            "rules-throughput",
+            "thingcore only: fan-in QoS 0 and 1 ramps (JSON), 1,000 rules vs none; "
+            "compile and evaluation rates in process",
+            (
+                "rules_fanin_qos0",
+                "rules_fanin_qos1",
+                *RULES_EVAL_METRICS,
+            ),
+            run_rules_throughput,
+            brokers=(("thingcore", "no rules"), (RULES_KIND, "1,000 rules")),
+            title="thingcore: 1,000 rules vs none",
+            rules=rulesload.rules,
         ),
     )
 }
