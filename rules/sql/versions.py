@@ -24,6 +24,7 @@ it carries 2016-03-23's flags under its own name (``sql_version()`` returns ``"b
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
@@ -77,15 +78,8 @@ V2016_03_23: Final = SqlVersion(
     cast_decimal_bool=True,
     select_value_array=True,
 )
-BETA: Final = SqlVersion(
-    name="beta",
-    nested_select=True,
-    literals=True,
-    is_undefined_fn=True,
-    whole_decimals_as_int=True,
-    cast_decimal_bool=True,
-    select_value_array=True,
-)
+# AWS documents no difference between beta and 2016-03-23: the same flags under its own name.
+BETA: Final = dataclasses.replace(V2016_03_23, name="beta")
 
 VERSIONS: Final[dict[str, SqlVersion]] = {v.name: v for v in (V2015_10_08, V2016_03_23, BETA)}
 
