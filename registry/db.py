@@ -95,6 +95,11 @@ class Database:
 
     def open(self) -> Database:
         """Create the database file's folder or the schema, then apply pending migrations."""
+        # Alembic narrates every plugin at INFO when it is first imported; the server says
+        # itself what it migrated.
+        alembic_log = logging.getLogger("alembic")
+        if alembic_log.level == logging.NOTSET:
+            alembic_log.setLevel(logging.WARNING)
         from alembic.util import CommandError
 
         try:
@@ -118,10 +123,6 @@ class Database:
     def migrate(self) -> None:
         """Create the PostgreSQL schema if missing and apply pending migrations, in one
         transaction that concurrent openers of the same database take in turn."""
-        # Alembic narrates every plugin at INFO; the server says itself what it migrated.
-        alembic_log = logging.getLogger("alembic")
-        if alembic_log.level == logging.NOTSET:
-            alembic_log.setLevel(logging.WARNING)
         from alembic import command
         from alembic.config import Config
 
