@@ -183,11 +183,6 @@ class Router:
 
     # -- matching ------------------------------------------------------------------------
 
-    def has_first_level(self, level: str) -> bool:
-        """Whether any subscription's filter starts with ``level`` (e.g. ``$aws``): a cheap
-        test that lets a publisher skip building a message nobody can receive."""
-        return level in self._root.children
-
     def may_match_under(self, *levels: str) -> bool:
         """Whether some subscription could match a topic that begins with ``levels``
         (``"$aws", "events"``): a cheap test that lets a publisher skip building messages

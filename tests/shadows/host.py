@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import queue
-import ssl
 import time
 import uuid
 from typing import Any
@@ -66,11 +65,11 @@ class ShadowClient:
         for topic_filter in filters:
             done = self.client.subscribe(topic_filter, qos=1)
             assert done[0] == mqtt.MQTT_ERR_SUCCESS
-        # A round trip through the broker: every SUBSCRIBE before it has been applied.
-        marker = f"{self.prefix}/get/accepted"
-        self._barrier(marker)
+        self._barrier()
 
-    def _barrier(self, _marker: str) -> None:
+    def _barrier(self) -> None:
+        """A round trip through the broker and the shadow service: every SUBSCRIBE sent
+        before it has been applied once its answer arrives."""
         probe = f"{self.prefix}/name/barrier-{uuid.uuid4().hex[:8]}/get"
         self.client.subscribe(probe + "/rejected", qos=1)
         self.client.publish(probe, b"", qos=1)
@@ -135,7 +134,3 @@ class ShadowClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def tls_context(device: Device) -> ssl.SSLContext:
-    return device.context()
