@@ -7,6 +7,7 @@ handler that needs IO puts work on its own bounded queue served by its own task.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -128,4 +129,15 @@ class InProcessBus:
         properties: Properties | None = None,
     ) -> None:
         validate_topic_name(topic, self.broker.topic_limits)
-        self.broker.publish(Message(topic, payload, qos, retain, properties=properties))
+        broker = self.broker
+        # No client waits for an acknowledgement of a service's message, but a service may
+        # publish while a client's message is routed (a shadow's rejection): keep that
+        # message's holds, and drop only what this one's routing added.
+        saved = broker.ack_holds
+        broker.ack_holds = None
+        broker.publish(Message(topic, payload, qos, retain, properties=properties))
+        broker.ack_holds = saved
+
+    def hold_ack(self, waiter: asyncio.Future[None]) -> None:
+        """Make the acknowledgement of the client PUBLISH being routed wait for ``waiter``."""
+        self.broker.hold_ack(waiter)

@@ -15,7 +15,8 @@ import math
 import ssl
 import time
 import uuid
-from typing import TYPE_CHECKING, cast
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
 
 from broker import codec, mqtt5
 from broker.auth import ConnectionInfo, Identity
@@ -71,6 +72,7 @@ class Connection(asyncio.Protocol):
         "aliases_out",
         "limits",
         "_closing",
+        "_held_acks",
         "_out",
         "broker",
         "congested_since",
@@ -105,6 +107,8 @@ class Connection(asyncio.Protocol):
         self._pending = bytearray()
         self._pending_need = 0
         self._out: list[bytes] = []
+        self._held_acks: deque[tuple[asyncio.Future[Any] | None, bytes]] | None = None
+        """Acknowledgements waiting for a service (rules outbox commit), in PUBLISH order."""
         self._closing = False
         self.connected_at = 0.0
         self.last_activity = 0.0
@@ -461,11 +465,14 @@ class Connection(asyncio.Protocol):
             received_at=broker.wall_clock(),
         )
         broker.publish(message)
+        holds = broker.ack_holds
+        if holds is not None:
+            broker.ack_holds = None
         if qos == 1:
-            self.write(codec.encode_puback(pid))
+            self._ack(codec.encode_puback(pid), holds)
         elif qos == 2:
             session.inbound_qos2.add(pid)
-            self.write(codec.encode_pubrec(pid))
+            self._ack(codec.encode_pubrec(pid), holds)
 
     def _topic(self, topic_bytes: bytes) -> str:
         """The topic name in a PUBLISH, validated once and then found in the broker's cache."""
@@ -586,12 +593,42 @@ class Connection(asyncio.Protocol):
             else:
                 broker.stats.messages_dropped_not_authorized += 1
                 reason = ReasonCode.NOT_AUTHORIZED
+        holds = broker.ack_holds
+        if holds is not None:
+            broker.ack_holds = None
         if qos == 1:
-            self.write(codec.encode_ack_v5(PacketType.PUBACK, pid, reason))
+            self._ack(codec.encode_ack_v5(PacketType.PUBACK, pid, reason), holds)
         elif qos == 2:
             if reason < 0x80:
                 session.inbound_qos2.add(pid)
-            self.write(codec.encode_ack_v5(PacketType.PUBREC, pid, reason))
+            self._ack(codec.encode_ack_v5(PacketType.PUBREC, pid, reason), holds)
+
+    def _ack(self, packet: bytes, holds: list[asyncio.Future[None]] | None) -> None:
+        """Send a PUBACK/PUBREC now, or once ``holds`` are done; in the order of the PUBLISHes
+        either way [4.6.0-2], so one held acknowledgement holds back those after it."""
+        held = self._held_acks
+        if holds is None and not held:
+            self.write(packet)
+            return
+        if held is None:
+            held = self._held_acks = deque()
+        waiter: asyncio.Future[Any] | None = None
+        if holds is not None:
+            waiter = holds[0] if len(holds) == 1 else asyncio.gather(*holds)
+        held.append((waiter, packet))
+        if waiter is None or waiter.done():
+            self._release_acks()
+        else:
+            waiter.add_done_callback(self._release_acks)
+
+    def _release_acks(self, _: object = None) -> None:
+        held = self._held_acks
+        while held:
+            waiter, packet = held[0]
+            if waiter is not None and not waiter.done():
+                return
+            held.popleft()
+            self.write(packet)
 
     def _on_packet(self, first: int, body: bytes) -> None:
         session = self.session

@@ -73,6 +73,9 @@ class Broker:
         self.connections: set[Connection] = set()
         self.topic_limits = TopicLimits(settings.max_topic_length, settings.max_topic_levels)
         self.topic_cache: dict[bytes, str] = {}
+        self.ack_holds: list[asyncio.Future[None]] | None = None
+        """Set by a service while a PUBLISH is routed when that message's acknowledgement must
+        wait (the rules outbox's commit with ``puback_after_commit``); taken by the connection."""
         self.property_cache: dict[bytes, tuple[Properties, Properties | None]] = {}
         self.bus = InProcessBus(self)
         self.lifecycle = Lifecycle(
@@ -391,6 +394,19 @@ class Broker:
                 self.settings.max_retained_messages,
             )
         return self.router.route(message)
+
+    def hold_ack(self, waiter: asyncio.Future[None]) -> None:
+        """Make the PUBACK (or PUBREC) of the PUBLISH being routed wait for ``waiter``."""
+        if self.ack_holds is None:
+            self.ack_holds = [waiter]
+        else:
+            self.ack_holds.append(waiter)
+
+    def take_ack_holds(self) -> list[asyncio.Future[None]] | None:
+        holds = self.ack_holds
+        if holds is not None:
+            self.ack_holds = None
+        return holds
 
     def wall_clock(self) -> float:
         return time.time()
