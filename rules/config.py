@@ -1,8 +1,99 @@
-"""The rules engine's settings (composed into ``thingcore.config.Settings`` as ``rules``)."""
+"""The rules engine's settings (composed into ``thingcore.config.Settings`` as ``rules``).
+
+Durations are settings so tests run retries, timeouts and backoff in fractions of a second.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How rule outputs reach their targets (the durable outbox, DESIGN.md durability levels)."""
+
+    puback_after_commit: bool = False
+    """Hold a QoS 1 PUBACK until the outbox rows the message produced are committed, so an
+    acknowledged message is never lost to a crash (costs a group commit of latency)."""
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """SQLite ``synchronous`` of the outbox: NORMAL survives a killed process, FULL a power loss."""
+    max_attempts: int = 5
+    """Tries per delivery for retryable failures before the error action (or dead-letter queue)."""
+    backoff_initial: float = 0.5
+    """Seconds before the first retry; doubled after each failure up to ``backoff_max``."""
+    backoff_max: float = 60.0
+    backoff_jitter: float = 0.2
+    """Each wait is drawn from [wait * (1 - jitter), wait]: targets that failed together do not
+    all come back at once."""
+    batch_size: int = 256
+    """Deliveries handed to a target in one call (one transaction for a local queue)."""
+    target_window: int = 10_000
+    """Deliveries per target held in memory; more stay in the outbox file until the target
+    catches up (counted as spilled)."""
+    max_target_depth: int = 1_000_000
+    """Deliveries owed to one target before new ones fail at once to the error action (counted
+    as refused): a target that is down for days must not fill the disk unnoticed."""
+    dead_letter_suffix: str = "-dlq"
+    """A rule without an ``errorAction`` dead-letters to the local queue ``<rule><suffix>``."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_initial must be > 0 and at most backoff_max")
+        if not 0 <= self.backoff_jitter <= 1:
+            raise ValueError("backoff_jitter must be between 0 and 1")
+        if self.batch_size < 1 or self.target_window < self.batch_size:
+            raise ValueError("batch_size must be at least 1 and at most target_window")
+        if self.max_target_depth < self.target_window:
+            raise ValueError("max_target_depth must be at least target_window")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTargetSettings:
+    """The local buckets, queues and functions (paths default to the data directory)."""
+
+    buckets_dir: Path | None = None
+    """Default ``<data dir>/buckets``."""
+    queues_path: Path | None = None
+    """The queues' SQLite file; default ``<data dir>/queues.sqlite``."""
+    functions_dir: Path | None = None
+    """Where ``<name>.py`` handlers live; default ``<data dir>/functions``."""
+    queue_visibility_timeout: float = 30.0
+    """Seconds a received message stays hidden before another receive may take it (as SQS)."""
+    queue_max_receives: int = 5
+    """Receives after which a message moves to the queue's dead-letter queue ``<queue>-dlq``."""
+    function_timeout: float = 3.0
+    """Seconds a handler may run before its worker is killed (Lambda's default)."""
+    function_memory_mb: int | None = None
+    """Address-space limit per worker process in MiB; None for no limit."""
+    function_concurrency: int = 4
+    """Worker processes per function at most."""
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """SQLite ``synchronous`` of the queues file."""
+
+    def __post_init__(self) -> None:
+        if self.queue_visibility_timeout < 0:
+            raise ValueError("queue_visibility_timeout must not be negative")
+        if self.queue_max_receives < 1:
+            raise ValueError("queue_max_receives must be at least 1")
+        if self.function_timeout <= 0:
+            raise ValueError("function_timeout must be greater than 0")
+        if self.function_memory_mb is not None and self.function_memory_mb < 32:
+            raise ValueError("function_memory_mb must be at least 32 (or unset)")
+        if self.function_concurrency < 1:
+            raise ValueError("function_concurrency must be at least 1")
+
+    def buckets(self, data_dir: Path) -> Path:
+        return self.buckets_dir or data_dir / "buckets"
+
+    def queues(self, data_dir: Path) -> Path:
+        return self.queues_path or data_dir / "queues.sqlite"
+
+    def functions(self, data_dir: Path) -> Path:
+        return self.functions_dir or data_dir / "functions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -10,13 +101,16 @@ class RulesSettings:
     enabled: bool = True
     """Evaluate the rules stored in the database against every published message."""
     action_queue_size: int = 100_000
-    """Rule outputs waiting for their actions; beyond it an output is dropped and counted."""
+    """Rule outputs waiting for the outbox; beyond it an output is refused and counted (and,
+    with ``delivery.puback_after_commit``, the PUBACK waits instead)."""
     metrics_flush_interval: float = 5.0
     """Seconds between writes of the per-rule counters to the database (for the CLI)."""
     max_rules: int = 100_000
     max_republish_depth: int = 8
     """A message republished by a rule that triggers a republish that triggers... is dropped
     (and counted) after this many hops, so a rule that matches its own output cannot spin."""
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    local: LocalTargetSettings = field(default_factory=LocalTargetSettings)
 
     def __post_init__(self) -> None:
         if self.action_queue_size < 1:
