@@ -14,15 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rules.actions import KINDS
 from rules.errors import RuleError
 from rules.sql.compiler import CompiledRule, check_template, compile_rule
 
 _RULE_NAME = re.compile(r"[a-zA-Z0-9_]{1,128}")
 MAX_ACTIONS = 10
-
-ACTION_KINDS = ("republish",)
-"""Action kinds this release performs. The actions issues add bucket, queue, function, s3,
-sqs, sns, lambda, amqp and http."""
 
 
 def rule_name(name: str) -> str:
@@ -33,27 +30,6 @@ def rule_name(name: str) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class RepublishHeaders(_Model):
-    payload_format_indicator: str | None = Field(default=None, alias="payloadFormatIndicator")
-    content_type: str | None = Field(default=None, alias="contentType")
-    response_topic: str | None = Field(default=None, alias="responseTopic")
-    correlation_data: str | None = Field(default=None, alias="correlationData")
-    message_expiry: str | None = Field(default=None, alias="messageExpiry")
-    user_properties: list[dict[str, str]] | None = Field(default=None, alias="userProperties")
-
-
-class RepublishAction(_Model):
-    topic: str = Field(min_length=1)
-    """A substitution template; ``$$`` stands for a leading ``$`` (AWS)."""
-    qos: int = Field(default=0, ge=0, le=1)
-    role_arn: str | None = Field(default=None, alias="roleArn")
-    """Accepted so AWS rule JSON reads unchanged; thingcore needs no role."""
-    headers: RepublishHeaders | None = None
-
-
-ACTION_MODELS: dict[str, type[_Model]] = {"republish": RepublishAction}
 
 
 class TopicRulePayload(_Model):
@@ -69,7 +45,7 @@ class TopicRulePayload(_Model):
 class Action:
     kind: str
     params: Any
-    """The validated parameter model (``RepublishAction``...)."""
+    """The validated parameter model (``rules.actions.<kind>.Params``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +77,14 @@ def _action(entry: dict[str, dict[str, Any]], where: str) -> Action:
     if len(entry) != 1:
         raise RuleError(f"{where} must name exactly one action kind, not {sorted(entry)}")
     [(kind, params)] = entry.items()
-    model = ACTION_MODELS.get(kind)
-    if model is None:
+    module = KINDS.get(kind)
+    if module is None:
         raise RuleError(
             f"{where}: action kind {kind!r} is not available in this release; "
-            f"available: {', '.join(ACTION_KINDS)}"
+            f"available: {', '.join(sorted(KINDS))}"
         )
     try:
-        return Action(kind, model.model_validate(params))
+        return Action(kind, module.Params.model_validate(params))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
@@ -138,29 +114,17 @@ def parse_definition(name: str, payload: dict[str, Any] | str | bytes) -> RuleDe
     if model.error_action is not None:
         error_action = _action(model.error_action, f"rule {name}: errorAction")
     compiled = compile_rule(model.sql, model.aws_iot_sql_version)
-    for action in (*actions, *((error_action,) if error_action else ())):
+    for action in actions:
         for template in _templates(action):
             check_template(template, compiled.version)
+    if error_action is not None:
+        # The error action runs when the message has failed: no external calls (reference 2.4).
+        for template in _templates(error_action):
+            check_template(template, compiled.version, allow_external=False)
     return RuleDefinition(name, model, actions, error_action, compiled)
 
 
 def _templates(action: Action) -> list[str]:
     """The parameters of an action that are substitution templates (reference 2.5)."""
-    params = action.params
-    if isinstance(params, RepublishAction):
-        found = [params.topic]
-        headers = params.headers
-        if headers is not None:
-            found += [
-                v
-                for v in (
-                    headers.content_type,
-                    headers.response_topic,
-                    headers.correlation_data,
-                    headers.message_expiry,
-                )
-                if v is not None
-            ]
-            found += [p.get("value", "") for p in headers.user_properties or []]
-        return found
-    return []
+    found: list[str] = KINDS[action.kind].templates(action.params)
+    return found

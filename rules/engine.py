@@ -3,11 +3,11 @@
 Each distinct FROM filter is one Bus subscription, so the broker's router decides cheaply
 whether a message concerns any rule at all; the engine's ``TopicIndex`` then names the rules
 (cached per topic). Evaluation is a plain synchronous call per matching rule (no task, no
-``await``, DESIGN.md on speed); the outputs go to one bounded queue that an action task
-serves, so a republish never re-enters the router while it routes, and a slow action never
-holds the broker up. A rule that raises is counted and skipped; the others go on. Rules that
-call an external function (``get_thing_shadow``) are evaluated by the action task, in a worker
-thread, off the dispatch path.
+``await``, DESIGN.md on speed); each output's actions become deliveries in the durable outbox
+(``rules.delivery``), whose lanes carry them out off the dispatch path, so a republish never
+re-enters the router while it routes, and a slow target never holds the broker up. A rule that
+raises is counted and skipped; the others go on. Rules that call an external function
+(``get_thing_shadow``) are evaluated by a task, in a worker thread, off the dispatch path.
 
 Basic Ingest: ``$aws/rules/<rule>/...`` is subscribed exclusively, so such messages reach the
 named rule only (no subscribers, no other rules), with the prefix stripped for ``topic()``.
@@ -18,23 +18,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from broker.bus import Bus, Subscription
 from broker.message import Message
-from rules.actions import perform
+from broker.properties import Properties
+from rules.actions.base import TargetEnv
 from rules.config import RulesSettings
 from rules.definition import RuleDefinition
+from rules.delivery import DeliveryManager, follow
+from rules.errors import TargetError
 from rules.index import TopicIndex
+from rules.outbox import Outbox
 from rules.sql.compiler import CompiledRule
 from rules.sql.context import EvalContext, ShadowReader
 from rules.store import Counters, RuleStore, StoredRule
+
+if TYPE_CHECKING:
+    from rules.local.buckets import BucketStore
+    from rules.local.functions import FunctionRunner
+    from rules.local.queues import QueueStore
 
 log = logging.getLogger("thingcore.rules")
 
@@ -59,13 +68,10 @@ class LiveRule:
 class _Work:
     rule: LiveRule
     ctx: EvalContext
-    output: Any
-    """The SELECT output, or ``_EVALUATE`` for a rule evaluated off the dispatch path."""
     depth: int = 0
     """How many republishes led to the message (0: it came from a client or a service)."""
-
-
-_EVALUATE = object()
+    done: asyncio.Future[None] | None = None
+    """Resolved when the outputs are committed (a PUBACK waits on it)."""
 
 
 class RulesEngine:
@@ -79,6 +85,7 @@ class RulesEngine:
         *,
         account_id: str = "000000000000",
         shadow_reader: ShadowReader | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -96,6 +103,27 @@ class RulesEngine:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
+        """Outputs refused because ``action_queue_size`` outputs were waiting for a commit."""
+        self.data_dir = data_dir
+        self._queues: QueueStore | None = None
+        self._buckets: BucketStore | None = None
+        self._functions: FunctionRunner | None = None
+        outbox_path: Path | str = ":memory:" if data_dir is None else data_dir / "outbox.sqlite"
+        self.delivery = DeliveryManager(
+            settings,
+            Outbox(outbox_path, synchronous=settings.delivery.synchronous),
+            TargetEnv(
+                data_dir or Path("."),
+                self._republish,
+                self._open_queues,
+                self._open_buckets,
+                self._open_functions,
+            ),
+            self._definition_of,
+            account_id=account_id,
+        )
+        self._hold_acks = settings.delivery.puback_after_commit and hasattr(bus, "hold_ack")
+        self._submitted = False
         self.loops = 0
         """Messages not evaluated because republishing had gone ``max_republish_depth`` deep."""
         self._depth = 0
@@ -109,9 +137,10 @@ class RulesEngine:
     async def __aenter__(self) -> RulesEngine:
         if self.store is not None:
             await self.reload()
+        await self.delivery.start()
         self._ingest = self.bus.subscribe(INGEST_FILTER, self._on_ingest, exclusive=True)
         self._tasks = [
-            asyncio.create_task(self._act(), name="rules-actions"),
+            asyncio.create_task(self._act(), name="rules-external"),
             asyncio.create_task(self._flush_metrics_loop(), name="rules-metrics"),
         ]
         return self
@@ -131,7 +160,59 @@ class RulesEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.delivery.stop()
         await self.flush_metrics()
+        if self._functions is not None:
+            await self._functions.__aexit__(None, None, None)
+        for store in (self._queues,):
+            if store is not None:
+                store.close()
+
+    # -- local targets, opened on first use -----------------------------------------------------
+
+    def _local_dir(self, what: str) -> Path:
+        if self.data_dir is None:
+            raise TargetError(f"local {what} need a data directory; this engine has none")
+        return self.data_dir
+
+    def _open_queues(self) -> QueueStore:
+        if self._queues is None:
+            from rules.local.queues import QueueStore
+
+            self._queues = QueueStore.from_settings(self.settings.local, self._local_dir("queues"))
+        return self._queues
+
+    def _open_buckets(self) -> BucketStore:
+        if self._buckets is None:
+            from rules.local.buckets import BucketStore
+
+            self._buckets = BucketStore.from_settings(
+                self.settings.local, self._local_dir("buckets")
+            )
+        return self._buckets
+
+    def _open_functions(self) -> FunctionRunner:
+        if self._functions is None:
+            from rules.local.functions import FunctionRunner
+
+            self._functions = FunctionRunner.from_settings(
+                self.settings.local, self._local_dir("functions")
+            )
+        return self._functions
+
+    def _republish(
+        self, topic: str, payload: bytes, qos: int, properties: Properties | None, depth: int
+    ) -> None:
+        # Routing in process is synchronous: _on_message sees the depth set around it.
+        self._depth = depth + 1
+        try:
+            self.bus.publish(topic, payload, qos=qos, properties=properties)
+        finally:
+            self._depth = 0
+
+    def _definition_of(self, name: str) -> RuleDefinition | None:
+        rule = self.rules.get(name)
+        return rule.definition if rule is not None else None
 
     async def reload(self) -> None:
         """Read every rule from the store and run that set from now on."""
@@ -241,8 +322,11 @@ class RulesEngine:
                 )
             return
         ctx = self._context(message, message.topic)
+        self._submitted = False
         for rule in rules:
             self._evaluate(rule, ctx, depth)
+        if self._submitted and message.qos and self._hold_acks:
+            self.bus.hold_ack(self.delivery.commit_waiter())  # type: ignore[attr-defined]
 
     def _on_ingest(self, message: Message) -> None:
         # $aws/rules/<rule>[/rest]: only that rule, topic() without the prefix (reference 2.8).
@@ -251,13 +335,16 @@ class RulesEngine:
         rule = self.rules.get(name)
         if rule is None or rule.definition.disabled:
             return
+        self._submitted = False
         self._evaluate(rule, self._context(message, topic, name), self._depth)
+        if self._submitted and message.qos and self._hold_acks:
+            self.bus.hold_ack(self.delivery.commit_waiter())  # type: ignore[attr-defined]
 
     def _evaluate(self, rule: LiveRule, ctx: EvalContext, depth: int) -> None:
         counters = rule.counters
         counters.matched += 1
         if rule.compiled.external:
-            self._enqueue(rule, _Work(rule, ctx, _EVALUATE, depth))
+            self._defer(rule, ctx, depth)
             return
         started = time.perf_counter_ns()
         try:
@@ -271,21 +358,43 @@ class RulesEngine:
         if output is None:
             return
         counters.passed += 1
-        self._enqueue(rule, _Work(rule, ctx, output, depth))
+        self._submit(rule, ctx, output, depth)
 
-    def _enqueue(self, rule: LiveRule, work: _Work) -> None:
-        if not rule.definition.actions and work.output is not _EVALUATE:
-            rule.counters.outputs += 1
+    def _submit(self, rule: LiveRule, ctx: EvalContext, output: Any, depth: int) -> None:
+        rule.counters.outputs += 1
+        if not rule.definition.actions:
             return
+        if self.delivery.uncommitted() >= self.settings.action_queue_size:
+            # The outbox's disk cannot keep up: refuse, count, say so (never silently).
+            rule.counters.dropped += 1
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error(
+                    "rules outbox overloaded: %d outputs refused so far (action_queue_size "
+                    "%d waiting for a commit); set rules.delivery.puback_after_commit to "
+                    "slow devices down instead",
+                    self.dropped,
+                    self.settings.action_queue_size,
+                )
+            return
+        self.delivery.submit(rule.definition, ctx, output, depth)
+        self._submitted = True
+
+    def _defer(self, rule: LiveRule, ctx: EvalContext, depth: int) -> None:
+        """A rule that calls an external function: evaluated by ``_act`` in a thread."""
         if len(self._queue) >= self.settings.action_queue_size:
             rule.counters.dropped += 1
             self.dropped += 1
             return
-        self._queue.append(work)
+        done = None
+        if self._hold_acks:
+            done = asyncio.get_running_loop().create_future()
+            self.bus.hold_ack(done)  # type: ignore[attr-defined]
+        self._queue.append(_Work(rule, ctx, depth, done))
         self.idle.clear()
         self._wake.set()
 
-    # -- actions ---------------------------------------------------------------------------------
+    # -- rules evaluated off the dispatch path ---------------------------------------------------
 
     async def _act(self) -> None:
         queue = self._queue
@@ -296,26 +405,11 @@ class RulesEngine:
                 await self._wake.wait()
                 continue
             work = queue.popleft()
-            rule = work.rule
-            output = work.output
-            if output is _EVALUATE:
-                output = await self._evaluate_off_path(rule, work.ctx)
-                if output is None:
-                    continue
-            rule.counters.outputs += 1
-            self._depth = work.depth + 1
-            try:
-                for action in rule.definition.actions:
-                    try:
-                        perform(action, output, work.ctx, self.bus, rule.compiled)
-                    except Exception:  # noqa: BLE001 - one action's failure must not stop others
-                        log.warning(
-                            "rule %s: %s action failed", rule.name, action.kind, exc_info=True
-                        )
-            finally:
-                self._depth = 0
-            # Let the broker serve its clients between outputs of a burst.
-            await asyncio.sleep(0)
+            output = await self._evaluate_off_path(work.rule, work.ctx)
+            if output is not None:
+                self._submit(work.rule, work.ctx, output, work.depth)
+            if work.done is not None:
+                follow(self.delivery.commit_waiter(), work.done)
 
     async def _evaluate_off_path(self, rule: LiveRule, ctx: EvalContext) -> Any:
         started = time.perf_counter_ns()
@@ -330,8 +424,10 @@ class RulesEngine:
             rule.counters.passed += 1
         return output
 
-    async def drain(self) -> None:
-        await self.idle.wait()
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait until every output so far is evaluated and delivered (or dead-lettered)."""
+        await asyncio.wait_for(self.idle.wait(), within)
+        await self.delivery.drain(within)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -346,11 +442,16 @@ class RulesEngine:
 
     async def flush_metrics(self) -> None:
         deltas = self.take_metrics()
-        if deltas and self.store is not None:
-            try:
+        rules, targets = self.delivery.take_metrics()
+        if self.store is None:
+            return
+        try:
+            if deltas:
                 await asyncio.to_thread(self.store.add_metrics, deltas)
-            except Exception:  # noqa: BLE001 - counters are not worth stopping for
-                log.warning("writing rule counters failed", exc_info=True)
+            if rules or targets:
+                await asyncio.to_thread(self.store.add_delivery_metrics, rules, targets)
+        except Exception:  # noqa: BLE001 - counters are not worth stopping for
+            log.warning("writing rule counters failed", exc_info=True)
 
     async def _flush_metrics_loop(self) -> None:
         while True:
@@ -360,10 +461,3 @@ class RulesEngine:
 
 def _trace_of(message: Message) -> Callable[[], str]:
     return lambda: message.trace_id
-
-
-def output_payload(output: Any) -> bytes:
-    """A rule's output as a message payload: JSON, or the raw bytes of a binary ``SELECT *``."""
-    if isinstance(output, bytes | bytearray):
-        return bytes(output)
-    return json.dumps(output, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

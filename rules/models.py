@@ -36,3 +36,23 @@ class RuleMetricsRow(SQLModel, table=True):
     eval_ns: int = Field(default=0, sa_type=BigInteger)
     """Total evaluation time, for the mean latency."""
     updated_at: float
+
+
+class DeliveryMetricsRow(SQLModel, table=True):
+    """Delivery counters per rule (``scope`` "rule") and per target ("target"), added to by
+    running servers every few seconds; ``depth`` is a gauge (owed when last written)."""
+
+    __tablename__ = "delivery_metrics"
+
+    scope: str = Field(primary_key=True, max_length=8)
+    name: str = Field(primary_key=True, max_length=512)
+    delivered: int = Field(default=0, sa_type=BigInteger)
+    retried: int = Field(default=0, sa_type=BigInteger)
+    failed: int = Field(default=0, sa_type=BigInteger)
+    error_actions: int = Field(default=0, sa_type=BigInteger)
+    dead_lettered: int = Field(default=0, sa_type=BigInteger)
+    refused: int = Field(default=0, sa_type=BigInteger)
+    spilled: int = Field(default=0, sa_type=BigInteger)
+    latency_ns: int = Field(default=0, sa_type=BigInteger)
+    depth: int = Field(default=0, sa_type=BigInteger)
+    updated_at: float

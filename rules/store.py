@@ -19,8 +19,9 @@ from registry.clock import now
 from registry.db import Database
 from registry.service import record_change
 from rules.definition import RuleDefinition, parse_definition
+from rules.delivery import DeliveryCounters
 from rules.errors import RuleError
-from rules.models import RuleMetricsRow, RuleRow
+from rules.models import DeliveryMetricsRow, RuleMetricsRow, RuleRow
 
 RULE_CHANGE = "rule"
 
@@ -36,6 +37,28 @@ _ADD_METRICS = text(
     "dropped = rule_metrics.dropped + excluded.dropped, "
     "eval_ns = rule_metrics.eval_ns + excluded.eval_ns, "
     "updated_at = excluded.updated_at"
+)
+
+
+_DELIVERY_FIELDS = (
+    "delivered",
+    "retried",
+    "failed",
+    "error_actions",
+    "dead_lettered",
+    "refused",
+    "spilled",
+    "latency_ns",
+)
+_ADD_DELIVERY_METRICS = text(
+    "INSERT INTO delivery_metrics (scope, name, "
+    + ", ".join(_DELIVERY_FIELDS)
+    + ", depth, updated_at) VALUES (:scope, :name, "
+    + ", ".join(f":{f}" for f in _DELIVERY_FIELDS)
+    + ", :depth, :at) ON CONFLICT (scope, name) DO UPDATE SET "
+    + ", ".join(f"{f} = delivery_metrics.{f} + excluded.{f}" for f in _DELIVERY_FIELDS)
+    + ", depth = CASE WHEN excluded.depth < 0 THEN delivery_metrics.depth"
+    " ELSE excluded.depth END, updated_at = excluded.updated_at"
 )
 
 
@@ -141,6 +164,9 @@ class RuleStore:
             metrics = session.get(RuleMetricsRow, name)
             if metrics is not None:
                 session.delete(metrics)
+            delivery = session.get(DeliveryMetricsRow, ("rule", name))
+            if delivery is not None:
+                session.delete(delivery)
             record_change(session, RULE_CHANGE, name)
 
     def set_disabled(self, name: str, disabled: bool) -> None:
@@ -217,3 +243,51 @@ class RuleStore:
             "meanEvalMicros": None if mean is None else round(mean, 2),
             "updatedAt": row.updated_at,
         }
+
+    def add_delivery_metrics(
+        self,
+        rules: dict[str, DeliveryCounters],
+        targets: dict[str, tuple[DeliveryCounters, int]],
+    ) -> None:
+        """Add delivery counters per rule and per target (with each target's depth now)."""
+        at = now()
+        rows = [
+            {"scope": "rule", "name": name, "depth": -1, "at": at, **_fields(c)}
+            for name, c in rules.items()
+        ] + [
+            {"scope": "target", "name": name, "depth": depth, "at": at, **_fields(c)}
+            for name, (c, depth) in targets.items()
+        ]
+        if rows:
+            with self.db.engine.begin() as conn:
+                conn.execute(_ADD_DELIVERY_METRICS, rows)
+
+    def delivery_metrics(self, scope: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Stored delivery counters of ``scope`` ("rule" or "target"), one or all names."""
+        with self.db.session() as session:
+            query = select(DeliveryMetricsRow).where(DeliveryMetricsRow.scope == scope)
+            if name is not None:
+                query = query.where(DeliveryMetricsRow.name == name)
+            rows = list(session.exec(query.order_by(col(DeliveryMetricsRow.name))))
+        return [_delivery_dict(r) for r in rows]
+
+
+def _fields(counters: DeliveryCounters) -> dict[str, int]:
+    return {f: getattr(counters, f) for f in _DELIVERY_FIELDS}
+
+
+def _delivery_dict(row: DeliveryMetricsRow) -> dict[str, Any]:
+    mean = row.latency_ns / row.delivered / 1e6 if row.delivered else None
+    return {
+        "name": row.name,
+        "delivered": row.delivered,
+        "retried": row.retried,
+        "failed": row.failed,
+        "errorActions": row.error_actions,
+        "deadLettered": row.dead_lettered,
+        "refused": row.refused,
+        "spilled": row.spilled,
+        "owed": row.depth if row.scope == "target" else None,
+        "meanLatencyMs": None if mean is None else round(mean, 3),
+        "updatedAt": row.updated_at,
+    }

@@ -72,15 +72,14 @@ def planned_actions(
     """What each of the rule's actions would get for ``output``, without performing it."""
     if output is None:
         return []
-    # Lazily: the action modules bring in the broker's Bus, which evaluating needs not.
-    from rules.actions.republish import target_topic
+    # Lazily: the action modules bring in the broker's properties, which evaluating needs not.
+    from rules.actions import KINDS
 
+    version = definition.compiled.version.name
     planned: list[dict[str, Any]] = []
     for action in definition.actions:
-        entry: dict[str, Any] = {"action": action.kind}
-        if action.kind == "republish":
-            entry["topic"] = target_topic(action.params.topic, ctx, definition.compiled)
-            entry["qos"] = action.params.qos
+        resolved = KINDS[action.kind].resolve(action.params, output, ctx, version)
+        entry: dict[str, Any] = {"action": action.kind, **resolved.params}
         entry["payload"] = shown(output)
         planned.append(entry)
     return planned

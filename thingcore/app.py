@@ -69,6 +69,7 @@ class App:
                 RuleStore(self.identity.registry.db),
                 account_id=settings.registry.account_id,
                 shadow_reader=self._read_shadow,
+                data_dir=settings.data_dir,
             )
         self._stack = AsyncExitStack()
 

@@ -1,24 +1,20 @@
-"""Actions by name (STYLE.md habit 10): one module per kind, looked up when a rule runs.
+"""Action kinds by name (STYLE.md habit 10): one module per kind, found when a rule is checked.
 
-This release performs ``republish``; the actions issues add local buckets, queues and
-functions and the cloud targets, each a module here.
+Each module has ``KIND``, ``FAILED_ACTION`` (the name in AWS's error payload), ``Params`` (the
+pydantic parameter model), ``templates(params)``, ``resolve(params, output, ctx, version)``,
+``open_target(key, env)`` and ``resource(resolved params)``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from types import ModuleType
 
-from broker.bus import Bus
-from rules.definition import Action
-from rules.sql.compiler import CompiledRule
-from rules.sql.context import EvalContext
+from rules.actions import bucket, function, queue, republish
+
+KINDS: dict[str, ModuleType] = {
+    module.KIND: module for module in (republish, bucket, queue, function)
+}
 
 
-def perform(action: Action, output: Any, ctx: EvalContext, bus: Bus, rule: CompiledRule) -> None:
-    """Carry out one action for one rule output."""
-    if action.kind == "republish":
-        from rules.actions.republish import republish
-
-        republish(action.params, output, ctx, bus, rule)
-        return
-    raise ValueError(f"no action kind {action.kind!r}")  # parse_definition refuses these
+def kind(name: str) -> ModuleType:
+    return KINDS[name]

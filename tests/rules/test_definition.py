@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from rules.definition import MAX_ACTIONS, RepublishAction, parse_definition
+from rules.actions.republish import RepublishAction
+from rules.definition import MAX_ACTIONS, parse_definition
 from rules.errors import RuleError
 from rules.sql.errors import RuleSqlError
 

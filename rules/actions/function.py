@@ -1,0 +1,101 @@
+"""The ``function`` action: the rule's output as the event of a local function.
+
+Parameters read like AWS's ``lambda`` action: ``functionArn`` (its last ``:`` segment names
+the function) or thingcore's ``functionName``; both are templates. Like Lambda's asynchronous
+invocation, the handler's return value is not used; an error or a timeout is retried with the
+outbox's backoff, then goes to the error action. The delivery's stable id is the context's
+``message_id``, for handlers that must not act twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import Field, model_validator
+
+from rules.actions.base import ParamsModel, Resolved, TargetEnv, last_segment, output_payload
+from rules.errors import TargetError
+from rules.sql.compiler import substitute
+from rules.sql.context import EvalContext
+
+if TYPE_CHECKING:
+    from rules.delivery import Delivery
+    from rules.local.functions import FunctionRunner
+
+KIND = "function"
+FAILED_ACTION = "FunctionAction"
+
+
+class FunctionAction(ParamsModel):
+    function_name: str | None = Field(default=None, alias="functionName", min_length=1)
+    function_arn: str | None = Field(default=None, alias="functionArn", min_length=1)
+
+    @model_validator(mode="after")
+    def _one_name(self) -> FunctionAction:
+        if (self.function_name is None) == (self.function_arn is None):
+            raise ValueError("give exactly one of functionName and functionArn")
+        return self
+
+
+Params = FunctionAction
+
+
+def templates(params: FunctionAction) -> list[str]:
+    return [params.function_name or params.function_arn or ""]
+
+
+def resolve(params: FunctionAction, output: Any, ctx: EvalContext, version: str) -> Resolved:
+    if params.function_name is not None:
+        name = substitute(params.function_name, ctx, version)
+    else:
+        name = last_segment(substitute(params.function_arn or "", ctx, version), ":")
+    return Resolved(f"function:{name}", {"function": name}, output_payload(output))
+
+
+def event_of(body: bytes) -> Any:
+    """The handler's event: the JSON output, or ``{"base64Payload": ...}`` for a binary one."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"base64Payload": base64.b64encode(body).decode("ascii")}
+
+
+class FunctionTarget:
+    def __init__(self, runner: FunctionRunner, name: str) -> None:
+        self._runner = runner
+        self._name = name
+        try:
+            self.batch_limit = runner.info(name).concurrency
+        except TargetError:
+            self.batch_limit = 1  # not there (yet): each delivery fails on its own
+
+    async def _invoke(self, delivery: Delivery) -> TargetError | None:
+        try:
+            await self._runner.invoke(
+                self._name,
+                event_of(delivery.body),
+                request_id=delivery.message_id,
+                message_id=delivery.message_id,
+            )
+        except TargetError as exc:
+            return exc
+        return None
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[TargetError | None]:
+        # Up to the function's concurrency at once, as Lambda runs concurrent invocations.
+        return list(await asyncio.gather(*(self._invoke(d) for d in batch)))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def open_target(key: str, env: TargetEnv) -> FunctionTarget:
+    return FunctionTarget(env.functions(), key.partition(":")[2])
+
+
+def resource(params: dict[str, Any]) -> str:
+    return str(params.get("function", ""))
