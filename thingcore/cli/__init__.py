@@ -12,14 +12,18 @@ import typer
 from rich.console import Console
 
 from thingcore.cli import (
+    buckets,
     ca,
     capture,
     certs,
+    functions,
     groups,
     policies,
+    queues,
     rules,
     serve,
     shadows,
+    targets,
     things,
     types,
     version,
@@ -37,6 +41,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("version")(version.version)
 app.command("capture")(capture.capture)
+app.command("targets")(targets.targets)
 app.add_typer(things.app, name="things")
 app.add_typer(types.app, name="types")
 app.add_typer(groups.app, name="groups")
@@ -45,6 +50,9 @@ app.add_typer(policies.app, name="policies")
 app.add_typer(ca.app, name="ca")
 app.add_typer(shadows.app, name="shadows")
 app.add_typer(rules.app, name="rules")
+app.add_typer(buckets.app, name="buckets")
+app.add_typer(queues.app, name="queues")
+app.add_typer(functions.app, name="functions")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -154,7 +154,9 @@ def rules_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def rule_view(stored: StoredRule, metrics: dict[str, Any]) -> RenderableType:
+def rule_view(
+    stored: StoredRule, metrics: dict[str, Any], delivery: dict[str, Any] | None = None
+) -> RenderableType:
     payload = stored.payload
     mean = metrics["meanEvalMicros"]
     rows: list[tuple[str, RenderableType]] = [
@@ -175,6 +177,17 @@ def rule_view(stored: StoredRule, metrics: dict[str, Any]) -> RenderableType:
         ("Dropped (queue full)", str(metrics["dropped"])),
         ("Mean evaluation", "-" if mean is None else f"{mean} µs"),
     ]
+    if delivery is not None:
+        latency = delivery["meanLatencyMs"]
+        rows += [
+            ("Delivered", str(delivery["delivered"])),
+            ("Retried", str(delivery["retried"])),
+            ("Failed for good", str(delivery["failed"])),
+            ("To the error action", str(delivery["errorActions"])),
+            ("Dead-lettered", f"{delivery['deadLettered']} (queue {stored.name}-dlq)"),
+            ("Refused (target full)", str(delivery["refused"])),
+            ("Mean delivery latency", "-" if latency is None else f"{latency} ms"),
+        ]
     return key_values(rows)
 
 
@@ -362,14 +375,19 @@ def list_rules(data_dir: DataDir = None, json_output: Json = False) -> None:
 @app.command("show")
 def show(name: RuleName, data_dir: DataDir = None, json_output: Json = False) -> None:
     """Show a rule's definition and its counters (matched, passed WHERE, failed, outputs,
-    mean evaluation time), as running servers last wrote them (every few seconds)."""
+    mean evaluation time; delivered, retried, failed, dead-lettered, delivery latency), as
+    running servers last wrote them (every few seconds)."""
     with open_rules(data_dir) as store:
         stored = store.get(name)
         metrics = store.metrics(name)
+        found = store.delivery_metrics("rule", name)
+    delivery = found[0] if found else None
     if json_output:
-        print_json({"ruleName": name, "rule": stored.payload, "metrics": metrics})
+        print_json(
+            {"ruleName": name, "rule": stored.payload, "metrics": metrics, "delivery": delivery}
+        )
         return
-    stdout_console().print(rule_view(stored, metrics))
+    stdout_console().print(rule_view(stored, metrics, delivery))
 
 
 @app.command("delete")
