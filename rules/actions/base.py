@@ -83,6 +83,12 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def exactly_one(first: str | None, second: str | None, names: str) -> None:
+    """AWS's ARN-or-name parameters: one of the two must be given, not both."""
+    if (first is None) == (second is None):
+        raise ValueError(f"give exactly one of {names}")
+
+
 def last_segment(value: str, separator: str) -> str:
     """``arn:aws:lambda:...:function:f`` -> ``f``; ``https://.../queue`` -> ``queue``."""
     return value.rstrip(separator).rsplit(separator, 1)[-1]

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import Field, model_validator
 
-from rules.actions.base import ParamsModel, Resolved, TargetEnv, last_segment, output_payload
+from rules.actions.base import (
+    ParamsModel,
+    Resolved,
+    TargetEnv,
+    exactly_one,
+    last_segment,
+    output_payload,
+)
 from rules.errors import TargetError
 from rules.sql.compiler import substitute
 from rules.sql.context import EvalContext
@@ -36,8 +43,7 @@ class FunctionAction(ParamsModel):
 
     @model_validator(mode="after")
     def _one_name(self) -> FunctionAction:
-        if (self.function_name is None) == (self.function_arn is None):
-            raise ValueError("give exactly one of functionName and functionArn")
+        exactly_one(self.function_name, self.function_arn, "functionName and functionArn")
         return self
 
 

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from rules.actions.base import ParamsModel, Resolved, TargetEnv, last_segment, output_payload
+from rules.actions.base import (
+    ParamsModel,
+    Resolved,
+    TargetEnv,
+    exactly_one,
+    last_segment,
+    output_payload,
+)
 from rules.errors import TargetError
 from rules.sql.compiler import substitute
 from rules.sql.context import EvalContext
@@ -37,8 +44,7 @@ class QueueAction(ParamsModel):
 
     @model_validator(mode="after")
     def _one_name(self) -> QueueAction:
-        if (self.queue_name is None) == (self.queue_url is None):
-            raise ValueError("give exactly one of queueName and queueUrl")
+        exactly_one(self.queue_name, self.queue_url, "queueName and queueUrl")
         return self
 
 

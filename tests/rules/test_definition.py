@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -85,3 +86,38 @@ def test_broken_sql_and_templates_point_at_the_error() -> None:
     with pytest.raises(RuleSqlError) as unsupported:
         parse_definition("r", {**AWS_RULE, "sql": "SELECT get_secret('a','b','c','d') FROM 'a'"})
     assert "thingcore does not have" in str(unsupported.value)
+
+
+@pytest.mark.parametrize(
+    ("action", "problem"),
+    [
+        ({"queue": {}}, "give exactly one of queueName and queueUrl"),
+        ({"queue": {"queueName": "a", "queueUrl": "http://x/a"}}, "exactly one of queueName"),
+        ({"queue": {"queueName": "a", "priority": 10}}, "priority"),
+        ({"function": {}}, "give exactly one of functionName and functionArn"),
+        ({"bucket": {"bucketName": "b"}}, "key"),
+        ({"bucket": {"bucketName": "b", "key": "k", "cannedAcl": "open"}}, "cannedAcl"),
+        ({"bucket": {"bucketName": "b", "key": "${nope(}"}}, "expected an expression after '('"),
+    ],
+)
+def test_local_actions_refuse_bad_parameters_when_the_rule_is_made(
+    action: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises((RuleError, RuleSqlError), match=re.escape(problem)):
+        parse_definition("r", {"sql": "SELECT * FROM 'a'", "actions": [action]})
+
+
+def test_local_actions_take_aws_arns_and_urls() -> None:
+    definition = parse_definition(
+        "r",
+        {
+            "sql": "SELECT * FROM 'a'",
+            "actions": [
+                {"queue": {"queueUrl": "https://sqs.us-east-1.amazonaws.com/1/orders"}},
+                {"function": {"functionArn": "arn:aws:lambda:us-east-1:1:function:f"}},
+            ],
+            "errorAction": {"bucket": {"bucketName": "errs", "key": "${topic()}/${newuuid()}"}},
+        },
+    )
+    assert [a.kind for a in definition.actions] == ["queue", "function"]
+    assert definition.error_action is not None and definition.error_action.kind == "bucket"
