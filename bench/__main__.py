@@ -11,6 +11,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench import deliveryload
+from bench.brokers import LAUNCHERS
+from bench.report import METRICS
 from bench.runner import parse_brokers, run
 from bench.workloads import WORKLOADS, Options
 
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
             "The mutual-TLS workloads issue and register client certificates first (a few\n"
             "seconds per thousand); policy-throughput always compares thingcore with itself,\n"
             "shadow-updates always thingcore with amqtt's shadow plugin, rules-throughput\n"
-            "thingcore with 1,000 rules against none.\n"
+            "thingcore with 1,000 rules against none, rules-delivery Mosquitto against\n"
+            "thingcore rules that republish or queue through the durable outbox.\n"
             "Benchmarks report, they never fail: exit code 0 unless the harness itself breaks."
         ),
         epilog=f"workloads:\n{workloads}\n\nexample: python -m bench --quick --only latency,idle",
@@ -110,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="shadow-updates: total rate offered for the latency run (default 100)",
     )
     parser.add_argument(
+        "--delivery-messages",
+        type=int,
+        metavar="N",
+        help="rules-delivery: messages in the closed-loop run, all devices together "
+        "(default 100000, quick 20000)",
+    )
+    parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where to write the results"
     )
     parser.add_argument(
@@ -124,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # rules-delivery brings broker kinds of its own (bench.deliveryload.LAUNCHERS)...
+    LAUNCHERS.update(deliveryload.LAUNCHERS)
     try:
         brokers = parse_brokers(args.brokers)
     except ValueError as exc:
@@ -169,10 +182,17 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --shadow-rate must be positive", file=sys.stderr)
             return 2
         overrides["shadow_rate"] = args.shadow_rate
+    if args.delivery_messages is not None:
+        if args.delivery_messages < 1:
+            print("error: --delivery-messages must be at least 1", file=sys.stderr)
+            return 2
+        overrides["delivery_messages"] = args.delivery_messages
     if args.results_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.results_name):
         print("error: --results-name takes letters, digits, '.', '_' and '-'", file=sys.stderr)
         return 2
     opts = Options.quick(**overrides) if args.quick else Options(**overrides)
+    # ...and rows of its own in the report, labelled with the run's message count and rate.
+    METRICS.update(deliveryload.report_metrics(opts))
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # unwinds through every context manager, stopping the brokers

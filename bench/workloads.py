@@ -20,6 +20,10 @@ fixed rate (`bench.shadowload`).
 rules-throughput runs the two fan-in ramps with JSON payloads on 500 device topics on thingcore
 without rules and with 1,000 rules (`bench.rulesload`), checks the broker's own rule counters
 against what was sent, and runs the in-process rule benchmarks (`bench.rules_eval`).
+
+rules-delivery sends QoS 1 JSON readings from 50 devices through Mosquitto, thingcore without
+rules, and thingcore rules whose republish or local-queue action goes through the durable
+outbox (also with PUBACK after commit), closed loop and at a fixed rate (`bench.deliveryload`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from typing import Any
 
 import psutil
 
-from bench import host, rulesload, shadowload, tlsclients
+from bench import deliveryload, host, rulesload, shadowload, tlsclients
 from bench.brokers import RunningBroker
 from bench.connrate import ConnRateResult
 from bench.measurement import Measurement, StepResult
@@ -106,6 +110,15 @@ class Options:
     rules_eval_seconds: float = 3.0  # bench.rules_eval: per evaluation-rate figure
     rules_eval_runs: int = 3  # bench.rules_eval: timings per compile figure (the best counts)
     rules_compile: int = 10_000  # rules the in-process compile figures compile
+    # rules-delivery (`bench.deliveryload`)
+    delivery_devices: int = 50  # QoS 1 device connections, one topic each
+    delivery_window: int = 20  # PUBLISHes a device keeps unacknowledged
+    delivery_messages: int = 100_000  # closed-loop run, all devices together
+    delivery_warmup: int = 2_000  # closed-loop messages before measuring
+    delivery_rate: float = 1_000.0  # msg/s offered (all devices) for the latency run
+    delivery_rate_seconds: float = 3.0
+    delivery_cap: int = 500  # sent, not yet at the subscriber (thingcore queues 1,000)
+    delivery_settle: float = 10.0  # give up waiting for the sink after this long without news
 
     @classmethod
     def quick(cls, **overrides: Any) -> Options:
@@ -122,6 +135,8 @@ class Options:
             "shadow_warmup": 1.0,
             "rules_eval_seconds": 1.0,
             "rules_eval_runs": 1,
+            "delivery_messages": 20_000,
+            "delivery_rate_seconds": 2.0,
         }
         values.update(overrides)
         return cls(**values)
@@ -1418,6 +1433,16 @@ WORKLOADS: dict[str, Workload] = {
             brokers=(("thingcore", "no rules"), (RULES_KIND, "1,000 rules")),
             title="thingcore: 1,000 rules vs none",
             rules=rulesload.rules,
+        ),
+        Workload(
+            deliveryload.NAME,
+            "mosquitto vs thingcore: 50 QoS 1 devices through a rule's republish or local "
+            "queue action (durable outbox), queue with PUBACK after commit; msg/s and latency",
+            deliveryload.METRICS,
+            deliveryload.run,
+            brokers=deliveryload.BROKERS,
+            title="Rule delivery: mosquitto vs thingcore republish and local queue (outbox)",
+            rules=deliveryload.rules,
         ),
     )
 }
