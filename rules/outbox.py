@@ -13,13 +13,14 @@ a delivery is owed by the server that accepted the message, like MQTT session st
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from rules.errors import TargetError
 
@@ -87,9 +88,9 @@ class Row:
             self.siblings,
             self.kind,
             self.target,
-            json.dumps(self.params, separators=(",", ":")),
+            orjson.dumps(self.params),
             self.body,
-            json.dumps(self.origin, separators=(",", ":")),
+            orjson.dumps(self.origin),
             self.payload,
             self.depth,
             self.created,
@@ -103,8 +104,8 @@ def _row(values: Sequence[Any]) -> Row:
     (id_, mid, oid, rule, action, siblings, kind, target, params, body, origin, payload,
      depth, created, attempts, state, error) = values  # fmt: skip
     return Row(
-        id_, mid, oid, rule, action, siblings, kind, target, json.loads(params), bytes(body),
-        json.loads(origin), bytes(payload), depth, created, attempts, state, error,
+        id_, mid, oid, rule, action, siblings, kind, target, orjson.loads(params), bytes(body),
+        orjson.loads(origin), bytes(payload), depth, created, attempts, state, error,
     )  # fmt: skip
 
 

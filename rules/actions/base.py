@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from rules.errors import TargetError
@@ -76,7 +77,11 @@ def output_payload(output: Any) -> bytes:
     """A rule's output as bytes: JSON, or the raw bytes of a binary ``SELECT *``."""
     if isinstance(output, bytes | bytearray):
         return bytes(output)
-    return json.dumps(output, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        # The same compact UTF-8 JSON as json.dumps, in a tenth of its time.
+        return orjson.dumps(output)
+    except TypeError:  # integers beyond 64 bits: json writes them
+        return json.dumps(output, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def b64(data: bytes) -> str:
