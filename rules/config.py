@@ -35,6 +35,9 @@ class DeliverySettings:
     max_target_depth: int = 1_000_000
     """Deliveries owed to one target before new ones fail at once to the error action (counted
     as refused): a target that is down for days must not fill the disk unnoticed."""
+    completion_delay: float = 0.05
+    """Seconds the removal of delivered rows may wait to share the next new rows' commit (0:
+    commit them at once); a crash in between only delivers those again, with their ids."""
     dead_letter_suffix: str = "-dlq"
     """A rule without an ``errorAction`` dead-letters to the local queue ``<rule><suffix>``."""
 
@@ -47,6 +50,8 @@ class DeliverySettings:
             raise ValueError("backoff_jitter must be between 0 and 1")
         if self.batch_size < 1 or self.target_window < self.batch_size:
             raise ValueError("batch_size must be at least 1 and at most target_window")
+        if not 0 <= self.completion_delay <= 10:
+            raise ValueError("completion_delay must be between 0 and 10 seconds")
         if self.max_target_depth < self.target_window:
             raise ValueError("max_target_depth must be at least target_window")
 

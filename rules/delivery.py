@@ -351,6 +351,9 @@ class DeliveryManager:
         self._outputs: dict[str, _Output] = {}
         self._future: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        """New rows or a PUBACK waiting: commit now, without letting completions gather."""
+        self._stopping = False
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         self.idle = asyncio.Event()
@@ -381,6 +384,8 @@ class DeliveryManager:
 
     async def stop(self) -> None:
         """Commit what is pending, then stop the lanes (what they had is still owed)."""
+        self._stopping = True
+        self._urgent.set()
         if self._pending():
             self._wake.set()
             with contextlib.suppress(TimeoutError):
@@ -468,15 +473,19 @@ class DeliveryManager:
         """Resolved once everything submitted so far is committed."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
+            self._urgent.set()
         return self._future
 
     def _kick(self) -> None:
         self.idle.clear()
         self._wake.set()
+        if self._inserts or self._future is not None:
+            self._urgent.set()
 
     # -- the writer --------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        delay = self.settings.delivery.completion_delay
         while True:
             if not self._pending():
                 if self._future is not None:
@@ -486,6 +495,13 @@ class DeliveryManager:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if not self._inserts and self._future is None and delay and not self._stopping:
+                # Only completions (deletes, retry counts): they may wait a little for the
+                # next new rows' commit, one transaction less per message at low rates. A
+                # crash meanwhile delivers those again, with their ids (at least once).
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), delay)
             inserts, updates, deletes = self._inserts, self._updates, self._deletes
             routes, future = self._routes, self._future
             self._inserts, self._updates, self._deletes, self._routes = [], [], [], []

@@ -113,7 +113,6 @@ class RulesEngine:
             settings,
             Outbox(outbox_path, synchronous=settings.delivery.synchronous),
             TargetEnv(
-                data_dir or Path("."),
                 self._republish,
                 self._open_queues,
                 self._open_buckets,
@@ -163,10 +162,9 @@ class RulesEngine:
         await self.delivery.stop()
         await self.flush_metrics()
         if self._functions is not None:
-            await self._functions.__aexit__(None, None, None)
-        for store in (self._queues,):
-            if store is not None:
-                store.close()
+            await self._functions.aclose()
+        if self._queues is not None:
+            self._queues.close()
 
     # -- local targets, opened on first use -----------------------------------------------------
 
@@ -196,7 +194,7 @@ class RulesEngine:
             from rules.local.functions import FunctionRunner
 
             self._functions = FunctionRunner.from_settings(
-                self.settings.local, self._local_dir("functions")
+                self.settings.local, self._local_dir("functions"), account_id=self.account_id
             )
         return self._functions
 

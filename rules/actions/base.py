@@ -14,7 +14,6 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -66,7 +65,6 @@ Publish = Callable[[str, bytes, int, "Properties | None", int], None]
 class TargetEnv:
     """The local resources targets deliver to, opened on first use."""
 
-    data_dir: Path
     publish: Publish
     queues: Callable[[], QueueStore]
     buckets: Callable[[], BucketStore]

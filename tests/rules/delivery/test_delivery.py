@@ -379,3 +379,31 @@ async def test_a_service_publishing_while_a_message_routes_keeps_its_puback_hold
         publish(broker, "elsewhere", {"n": 2})
         assert broker.take_ack_holds() is None
         await engine.drain()
+
+
+async def test_removals_of_delivered_rows_wait_for_the_next_commit(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def until(check: Any) -> None:
+        for _ in range(500):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    outbox = tmp_path / "outbox.sqlite"
+    async with RulesEngine(settings(completion_delay=5.0), broker.bus, data_dir=tmp_path) as engine:
+        engine.install([rule("r", "SELECT n FROM 'in'", [{"queue": {"queueName": "q"}}])])
+        publish(broker, "in", {"n": 1})
+        await until(lambda: queue_bodies_exist(tmp_path, "q"))
+        await asyncio.sleep(0.1)
+        # Delivered, but its row's removal waits for the next new rows (or the delay).
+        assert Outbox(outbox).count() == 1 and engine.delivery.owed() == 0
+        publish(broker, "in", {"n": 2})
+        await until(lambda: len(queue_bodies(tmp_path, "q")) == 2)
+        await asyncio.sleep(0.1)
+        # The first row went with the second's commit; the second's removal waits now.
+        [left] = Outbox(outbox).depths()
+        assert (left.owed, left.last_id) == (1, 2)
+    # Stopping commits what waits at once: nothing is owed, nothing is left behind.
+    assert Outbox(outbox).count() == 0
