@@ -44,6 +44,8 @@ log = logging.getLogger("thingcore.rules.delivery")
 
 ERROR_ACTION = -1
 DEAD_LETTER = -2
+ERROR_PAYLOAD = "errorPayload"
+"""An error action's parameter holding the AWS error payload it carries."""
 
 
 _ids = random.Random()  # seeded from os.urandom
@@ -571,14 +573,14 @@ class DeliveryManager:
             # The error action itself failed: its payload goes to the dead-letter queue.
             if written:
                 self._deletes.append(delivery.id)
-            payload = orjson.loads(delivery.body)
-            payload["failures"].append(self._failure(delivery, error))
+            payload = dict(delivery.params.get(ERROR_PAYLOAD) or self._payload(delivery, []))
+            payload["failures"] = [*payload.get("failures", []), self._failure(delivery, error)]
             self._emit(delivery.rule, delivery.origin, delivery.depth, payload, dead_letter=True)
             return
         if delivery.siblings == 1:
             if written:
                 self._deletes.append(delivery.id)
-            self._error(delivery.rule, delivery.origin, delivery.depth, [(delivery, error)])
+            self._error([(delivery, error)])
             return
         # Wait for the output's other actions: one error payload lists every failed action.
         if written:
@@ -603,9 +605,8 @@ class DeliveryManager:
         del self._outputs[output_id]
         if not output.failures:
             return
-        first = output.failures[0][0]
         self._deletes.extend(d.id for d, _ in output.failures)
-        self._error(first.rule, first.origin, first.depth, output.failures)
+        self._error(output.failures)
         self._kick()
 
     def _failure(self, delivery: Delivery, error: str) -> dict[str, str]:
@@ -616,19 +617,22 @@ class DeliveryManager:
             "errorMessage": error,
         }
 
-    def _error(
-        self, rule: str, origin: Origin, depth: int, failures: Sequence[tuple[Delivery, str]]
-    ) -> None:
+    def _error(self, failures: Sequence[tuple[Delivery, str]]) -> None:
         """AWS's error payload for one rule output, to the error action or dead letters."""
-        payload = {
-            "ruleName": rule,
+        first = failures[0][0]
+        payload = self._payload(first, [self._failure(d, e) for d, e in failures])
+        self._emit(first.rule, first.origin, first.depth, payload, dead_letter=False)
+
+    def _payload(self, delivery: Delivery, failures: list[dict[str, str]]) -> dict[str, Any]:
+        origin = delivery.origin
+        return {
+            "ruleName": delivery.rule,
             "topic": origin.topic,
             "cloudwatchTraceId": origin.trace_id,
             "clientId": origin.client_id or "",
             "base64OriginalPayload": b64(origin.payload),
-            "failures": [self._failure(d, e) for d, e in failures],
+            "failures": failures,
         }
-        self._emit(rule, origin, depth, payload, dead_letter=False)
 
     def _emit(
         self, rule: str, origin: Origin, depth: int, payload: dict[str, Any], *, dead_letter: bool
@@ -655,6 +659,11 @@ class DeliveryManager:
                     }
                 )
             else:
+                # Kept beside the target's parameters: if the error action fails too, its
+                # dead letter lists the first failures whatever the error action made of them.
+                resolved = Resolved(
+                    resolved.target, {**resolved.params, ERROR_PAYLOAD: payload}, resolved.body
+                )
                 delivery = self._new(rule, ERROR_ACTION, error_action.kind, resolved, origin, depth)
                 counters.error_actions += 1
         if delivery is None:

@@ -407,3 +407,25 @@ async def test_removals_of_delivered_rows_wait_for_the_next_commit(
         assert (left.owed, left.last_id) == (1, 2)
     # Stopping commits what waits at once: nothing is owed, nothing is left behind.
     assert Outbox(outbox).count() == 0
+
+
+async def test_an_error_action_that_fails_too_dead_letters_every_failure(
+    broker: Broker, tmp_path: Path
+) -> None:
+    function(tmp_path, "broken", "def handler(event, context):\n    raise ValueError('bad')\n")
+    definition = rule(
+        "r",
+        "SELECT n FROM 'in'",
+        [{"function": {"functionName": "broken"}}],
+        errorAction={"function": {"functionName": "absent"}},
+    )
+    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
+        engine.install([definition])
+        publish(broker, "in", {"n": 5})
+        await engine.drain()
+        rules, _ = engine.delivery.take_metrics()
+    [dead] = queue_bodies(tmp_path, "r-dlq")
+    assert [f["failedResource"] for f in dead["failures"]] == ["broken", "absent"]
+    assert "ValueError" in dead["failures"][0]["errorMessage"]
+    assert json.loads(base64.b64decode(dead["base64OriginalPayload"])) == {"n": 5}
+    assert (rules["r"].error_actions, rules["r"].dead_lettered) == (1, 1)
