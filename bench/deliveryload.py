@@ -35,19 +35,15 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import multiprocessing
-import multiprocessing.connection
-import signal
 import sqlite3
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import host, mqttwire, rulesload
+from bench import mqttwire, rulesload
 from bench.brokers import (
     Launch,
     LaunchContext,
@@ -60,6 +56,7 @@ from bench.loadgen import ClientError, Publisher, Subscriber
 from bench.measurement import Measurement
 from bench.stats import COARSE_NS, Histogram, Recorder, StepStats
 from bench.workers import (
+    ASYNC_ROLES,
     CONNECT_TIMEOUT,
     Channel,
     Failed,
@@ -402,53 +399,8 @@ async def _run(
     )
 
 
-def _devices_main(
-    spec: DevicesSpec, conn: multiprocessing.connection.Connection, cpu: int | None
-) -> None:
-    """The load-generator process (set up as `bench.workers` sets up its own)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator stops us
-    host.pin_to_cpu(cpu)
-    host.raise_nofile_limit()
-    gc.collect()
-    gc.freeze()
-    gc.disable()  # collected explicitly between runs, never while measuring
-    try:
-
-        async def main() -> None:
-            await devices_role(spec, Channel(conn))
-
-        _run_loop(main())
-    except BaseException as exc:  # noqa: BLE001 - report any failure to the orchestrator
-        if not isinstance(exc, WorkerError | ClientError):
-            traceback.print_exc()
-        with contextlib.suppress(OSError):
-            conn.send(Failed(str(exc) or repr(exc)))
-    finally:
-        conn.close()
-
-
-def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
-
-
-class DevicesWorker(Worker):
-    """A `bench.workers.Worker` (commands, CPU metering, stopping) running `devices_role`."""
-
-    def __init__(self, spec: DevicesSpec, cpu: int | None, name: str) -> None:
-        # Not Worker.__init__: the same process set-up with this module's role.
-        ctx = multiprocessing.get_context("fork")
-        self.name = name
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_devices_main, args=(spec, child, cpu), name=name, daemon=True
-        )
-        self.process.start()
-        child.close()
+# The load-generator process is bench.workers' own, with this module's role (as tlsclients).
+ASYNC_ROLES[DevicesSpec] = devices_role
 
 
 # --- the queue sink -------------------------------------------------------------------------
@@ -615,7 +567,7 @@ def run(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measur
         reader = QueueReader(broker.data_dir / "queues.sqlite", queue_name(tag))
     rate_messages = max(1, round(opts.delivery_rate * opts.delivery_rate_seconds))
     try:
-        worker = DevicesWorker(spec, opts.load_cpu, f"devices({variant.segment})")
+        worker = Worker(spec, opts.load_cpu, f"devices({variant.segment})")
         with worker:
             worker.recv(60)  # Ready: connected (and subscribed)
             meter = CpuMeter([worker], broker)
@@ -636,7 +588,7 @@ def run(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measur
 
 
 def _measure(
-    worker: DevicesWorker,
+    worker: Worker,
     meter: CpuMeter,
     broker: RunningBroker,
     reader: QueueReader | None,
