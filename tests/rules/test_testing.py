@@ -299,3 +299,27 @@ def test_rules_are_read_once_and_missing_ones_fail_only_their_cases(tmp_path: Pa
     assert as_json["cases"][3]["message"] == "rule 'in_db' does not exist"
     no_db = run_cases(cases[3:], RuleSource(read_file))
     assert "no rules database" in (no_db.results[0].message or "")
+
+
+def test_expected_actions_name_local_targets_by_their_expanded_parameters() -> None:
+    definition = parse_definition(
+        "hot",
+        {
+            **HOT,
+            "actions": [
+                {"queue": {"queueName": "hot-${topic(2)}", "priority": 3}},
+                {"bucket": {"bucketName": "readings", "key": "${topic(2)}/${temp}.json"}},
+                {"function": {"functionArn": "arn:aws:lambda:us-east-1:1:function:notify"}},
+            ],
+        },
+    )
+    expected = [
+        {"action": "queue", "queue": "hot-k", "priority": 3},
+        {"action": "bucket", "bucket": "readings", "key": "k/61.json"},
+        {"action": "function", "function": "notify"},
+    ]
+    passing = run_case(case(payload={"temp": 61}, expectActions=expected), definition)
+    assert passing.status == "pass", passing.message
+    expected[1] = {"action": "bucket", "key": "k/62.json"}
+    failing = run_case(case(payload={"temp": 61}, expectActions=expected), definition)
+    assert failing.status == "fail" and failing.message == "the actions differ"
