@@ -108,7 +108,8 @@ class RulesEngine:
         self._queues: QueueStore | None = None
         self._buckets: BucketStore | None = None
         self._functions: FunctionRunner | None = None
-        outbox_path: Path | str = ":memory:" if data_dir is None else data_dir / "outbox.sqlite"
+        # Without a data directory (tests, embedding) the outbox lives in memory.
+        outbox_path = Path(":memory:") if data_dir is None else data_dir / "outbox.sqlite"
         self.delivery = DeliveryManager(
             settings,
             Outbox(outbox_path, synchronous=settings.delivery.synchronous),

@@ -13,8 +13,6 @@ a delivery is owed by the server that accepted the message, like MQTT session st
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from rules.errors import TargetError
+from rules.local.sqlite import SqliteFile
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS deliveries ("
@@ -125,30 +123,22 @@ class TargetDepth:
     oldest: float | None
 
 
-class Outbox:
+class Outbox(SqliteFile):
     """The outbox file; thread-safe (calls come from ``asyncio.to_thread`` workers)."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
-        self.path = path
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
-        except sqlite3.Error as exc:
-            raise TargetError(f"cannot open the rules outbox {path}: {exc}") from None
-        self._lock = threading.Lock()
-        (last,) = self._db.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()
-        self._next = int(last) + 1
+    what = "rules outbox"
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        super().__init__(path, synchronous=synchronous)
+        try:
+            with self._transaction(write=True) as db:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                (last,) = db.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()
+        except BaseException:
+            self.close()
+            raise
+        self._next = int(last) + 1
 
     def allocate(self) -> int:
         """The next row id (event loop only)."""
@@ -160,32 +150,25 @@ class Outbox:
         self, inserts: Sequence[Row], updates: Sequence[Update], deletes: Sequence[int]
     ) -> None:
         """One group commit: updates, then deletes, then inserts, in one transaction."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if updates:
-                    db.executemany(
-                        "UPDATE deliveries SET attempts = ?, error = ?, state = ? WHERE id = ?",
-                        [(u.attempts, u.error, u.state, u.id) for u in updates],
-                    )
-                if deletes:
-                    db.executemany("DELETE FROM deliveries WHERE id = ?", [(i,) for i in deletes])
-                if inserts:
-                    db.executemany(
-                        f"INSERT INTO deliveries ({_COLUMNS}) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [r.values() for r in inserts],
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction(write=True) as db:
+            if updates:
+                db.executemany(
+                    "UPDATE deliveries SET attempts = ?, error = ?, state = ? WHERE id = ?",
+                    [(u.attempts, u.error, u.state, u.id) for u in updates],
+                )
+            if deletes:
+                db.executemany("DELETE FROM deliveries WHERE id = ?", [(i,) for i in deletes])
+            if inserts:
+                db.executemany(
+                    f"INSERT INTO deliveries ({_COLUMNS}) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [r.values() for r in inserts],
+                )
 
     def load(self, target: str, after: int, limit: int) -> list[Row]:
         """Owed rows of ``target`` with ids above ``after``, in id order."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._transaction(write=False) as db:
+            rows = db.execute(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE target = ? AND state = 0 AND id > ?"
                 " ORDER BY id LIMIT ?",
                 (target, after, limit),
@@ -194,8 +177,8 @@ class Outbox:
 
     def depths(self) -> list[TargetDepth]:
         """Owed rows per target (for start-up and ``thingcore targets``)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._transaction(write=False) as db:
+            rows = db.execute(
                 "SELECT target, count(*), max(id), min(created) FROM deliveries"
                 " WHERE state = 0 GROUP BY target ORDER BY target"
             ).fetchall()
@@ -203,13 +186,13 @@ class Outbox:
 
     def open_outputs(self) -> list[Row]:
         """Rows of outputs with several actions (to count what each still waits for)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._transaction(write=False) as db:
+            rows = db.execute(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE siblings > 1 ORDER BY id"
             ).fetchall()
         return [_row(r) for r in rows]
 
     def count(self) -> int:
-        with self._lock:
-            (n,) = self._db.execute("SELECT count(*) FROM deliveries").fetchone()
+        with self._transaction(write=False) as db:
+            (n,) = db.execute("SELECT count(*) FROM deliveries").fetchone()
         return int(n)

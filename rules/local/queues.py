@@ -33,23 +33,15 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from rules.config import LocalTargetSettings
 from rules.errors import TargetError
-from rules.local.idempotency import (
-    BUSY_TIMEOUT,
-    IdempotencyStore,
-    check_key,
-    connect_sqlite,
-    database_problem,
-    transaction,
-)
+from rules.local.idempotency import IdempotencyStore, check_key
+from rules.local.sqlite import BUSY_TIMEOUT, SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +245,7 @@ def _parse_receipt(handle: object) -> int:
     raise QueueError(f"{handle!r:.80} is not a receipt handle returned by receive")
 
 
-class QueueStore:
+class QueueStore(SqliteFile):
     """Every local queue, in one SQLite file; see the module docstring for the behaviour.
 
     One connection per store, shared by threads under a lock (the server calls it from
@@ -269,6 +261,9 @@ class QueueStore:
             fails with a retryable ``QueueError``.
     """
 
+    what = "queue database"
+    error = QueueError
+
     def __init__(
         self,
         path: Path,
@@ -279,17 +274,10 @@ class QueueStore:
         clock: Callable[[], float] = time.time,
         busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
-        self.path = path
         self.visibility_timeout = _check_seconds(visibility_timeout, "visibility_timeout")
         self.max_receives = _check_count(max_receives, "max_receives", 1_000_000)
         self._clock = clock
-        self._lock = threading.Lock()
-        try:
-            self._db: sqlite3.Connection | None = connect_sqlite(
-                path, synchronous=synchronous, busy_timeout=busy_timeout
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise self._problem(exc) from exc
+        super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout)
         try:
             with self._transaction(write=True) as db:
                 (version,) = db.execute("PRAGMA user_version").fetchone()
@@ -314,24 +302,6 @@ class QueueStore:
             max_receives=settings.queue_max_receives,
             synchronous=settings.synchronous,
         )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the file; later calls fail with ``QueueError``. Closing twice is fine."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -592,21 +562,6 @@ class QueueStore:
             (total,) = db.execute("SELECT COUNT(*) FROM queues").fetchone()
             listed += f" and {total - shown} more"
         raise QueueError(f"no queue named {queue}; queues: {listed}")
-
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                raise QueueError(f"the queue store {self.path} is closed")
-            try:
-                with transaction(self._db, write=write) as db:
-                    yield db
-            except sqlite3.Error as exc:
-                raise self._problem(exc) from exc
-
-    def _problem(self, exc: BaseException) -> QueueError:
-        message, retryable = database_problem(exc, self.path, "queue database")
-        return QueueError(message, retryable=retryable)
 
 
 class QueueConsumer:

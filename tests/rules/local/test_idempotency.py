@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rules.local.idempotency import IdempotencyError, IdempotencyStore, connect_sqlite
+from rules.local.idempotency import IdempotencyError, IdempotencyStore
+from rules.local.sqlite import connect_sqlite
 
 REPO = Path(__file__).resolve().parents[3]
 DAY = 86400.0
