@@ -50,6 +50,10 @@ class Bus(Protocol):
         properties: Properties | None = None,
     ) -> None: ...
 
+    def hold_ack(self, waiter: asyncio.Future[None]) -> None:
+        """Make the acknowledgement of the client PUBLISH being routed wait for ``waiter``
+        (a service's own commit); a bus without clients ignores it."""
+
 
 class _HandlerSubscriber:
     """Adapts a handler to the router's subscriber interface."""

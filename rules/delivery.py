@@ -199,10 +199,6 @@ class DeliveryCounters:
     def __bool__(self) -> bool:
         return any(asdict(self).values())
 
-    def add(self, other: DeliveryCounters) -> None:
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
-
 
 @dataclass(slots=True)
 class _Output:
@@ -314,17 +310,6 @@ class _Lane:
             self.high = rows[-1].id
         if len(rows) < window and self.high >= self.last:
             self.spilled = False
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "target": self.key,
-            "kind": self.kind,
-            "owed": self.depth,
-            "inMemory": len(self.memory),
-            "spilled": self.spilled,
-            "retryAt": self.retry_at,
-            "lastError": self.last_error if self.retry_at is not None else None,
-        }
 
 
 class DeliveryManager:
@@ -724,9 +709,6 @@ class DeliveryManager:
                 lane.counters = DeliveryCounters()
                 lane.reported_depth = lane.depth
         return rules, targets
-
-    def status(self) -> list[dict[str, Any]]:
-        return [lane.status() for _, lane in sorted(self.lanes.items())]
 
     def uncommitted(self) -> int:
         """Rows waiting for the next group commit."""

@@ -122,7 +122,7 @@ class RulesEngine:
             self._definition_of,
             account_id=account_id,
         )
-        self._hold_acks = settings.delivery.puback_after_commit and hasattr(bus, "hold_ack")
+        self._hold_acks = settings.delivery.puback_after_commit
         self._submitted = False
         self.loops = 0
         """Messages not evaluated because republishing had gone ``max_republish_depth`` deep."""
@@ -324,8 +324,7 @@ class RulesEngine:
         self._submitted = False
         for rule in rules:
             self._evaluate(rule, ctx, depth)
-        if self._submitted and message.qos and self._hold_acks:
-            self.bus.hold_ack(self.delivery.commit_waiter())  # type: ignore[attr-defined]
+        self._hold_if_submitted(message)
 
     def _on_ingest(self, message: Message) -> None:
         # $aws/rules/<rule>[/rest]: only that rule, topic() without the prefix (reference 2.8).
@@ -336,8 +335,12 @@ class RulesEngine:
             return
         self._submitted = False
         self._evaluate(rule, self._context(message, topic, name), self._depth)
+        self._hold_if_submitted(message)
+
+    def _hold_if_submitted(self, message: Message) -> None:
+        """With ``puback_after_commit``: the client's PUBACK waits for this message's rows."""
         if self._submitted and message.qos and self._hold_acks:
-            self.bus.hold_ack(self.delivery.commit_waiter())  # type: ignore[attr-defined]
+            self.bus.hold_ack(self.delivery.commit_waiter())
 
     def _evaluate(self, rule: LiveRule, ctx: EvalContext, depth: int) -> None:
         counters = rule.counters
@@ -388,7 +391,7 @@ class RulesEngine:
         done = None
         if self._hold_acks:
             done = asyncio.get_running_loop().create_future()
-            self.bus.hold_ack(done)  # type: ignore[attr-defined]
+            self.bus.hold_ack(done)
         self._queue.append(_Work(rule, ctx, depth, done))
         self.idle.clear()
         self._wake.set()

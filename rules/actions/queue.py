@@ -118,8 +118,3 @@ def open_target(key: str, env: TargetEnv) -> QueueTarget:
 
 def resource(params: dict[str, Any]) -> str:
     return str(params.get("queue", ""))
-
-
-def body_of(message_body: bytes) -> bytes:
-    """For consumers of ``useBase64`` queues: the output as the rule made it."""
-    return base64.b64decode(message_body)
