@@ -370,21 +370,28 @@ class DeliveryManager:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Commit what is pending, then stop the lanes (what they had is still owed)."""
+        """Stop the lanes (what they hold is still owed), then commit everything pending,
+        including a commit already handed to its thread, before the writer stops."""
         self._stopping = True
-        self._urgent.set()
-        if self._pending():
-            self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.idle.wait(), 10)
-        tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
-        if self._writer is not None:
-            tasks.append(self._writer)
-        for task in tasks:
+        lanes = [lane.task for lane in self.lanes.values() if lane.task is not None]
+        for task in lanes:
             task.cancel()
-        for task in tasks:
+        for task in lanes:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Cancelling a commit that its thread has not started would drop it: wait for the
+        # writer to find nothing left (idle is cleared whenever anything is added).
+        self._urgent.set()
+        self._wake.set()
+        if not self.idle.is_set():
+            try:
+                await asyncio.wait_for(self.idle.wait(), 30)
+            except TimeoutError:
+                log.error("rules outbox: %d rows not committed at shutdown", len(self._inserts))
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         for lane in self.lanes.values():
             if lane.target is not None:
                 await lane.target.aclose()
