@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from thingcore.cli import (
     buckets,
@@ -25,6 +26,7 @@ from thingcore.cli import (
     shadows,
     targets,
     things,
+    topics,
     types,
     version,
 )
@@ -52,6 +54,7 @@ app.add_typer(shadows.app, name="shadows")
 app.add_typer(rules.app, name="rules")
 app.add_typer(buckets.app, name="buckets")
 app.add_typer(queues.app, name="queues")
+app.add_typer(topics.app, name="topics")
 app.add_typer(functions.app, name="functions")
 
 
@@ -59,5 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except ThingcoreError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        # escape: a message may hold brackets that are not markup (pip install 'thingcore[aws]').
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {escape(str(exc))}", highlight=False
+        )
         sys.exit(1)
