@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+AwsService = Literal["s3", "sqs", "sns", "lambda"]
+AWS_SERVICES: tuple[AwsService, ...] = ("s3", "sqs", "sns", "lambda")
+
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
@@ -66,6 +69,8 @@ class LocalTargetSettings:
     """The queues' SQLite file; default ``<data dir>/queues.sqlite``."""
     functions_dir: Path | None = None
     """Where ``<name>.py`` handlers live; default ``<data dir>/functions``."""
+    topics_path: Path | None = None
+    """The local (SNS-like) topics and their subscriptions; default ``<data dir>/topics.sqlite``."""
     queue_visibility_timeout: float = 30.0
     """Seconds a received message stays hidden before another receive may take it (as SQS)."""
     queue_max_receives: int = 5
@@ -100,6 +105,75 @@ class LocalTargetSettings:
     def functions(self, data_dir: Path) -> Path:
         return self.functions_dir or data_dir / "functions"
 
+    def topics(self, data_dir: Path) -> Path:
+        return self.topics_path or data_dir / "topics.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """How the ``s3``, ``sqs``, ``sns`` and ``lambda`` actions reach AWS (with ``aws_targets``
+    "aws"). Credentials come from boto3's standard chain (environment, profile, instance role)."""
+
+    region: str | None = None
+    """Default: the standard chain's region (``AWS_REGION``, the profile), else us-east-1."""
+    profile: str | None = None
+    """A named profile of ``~/.aws/config``; default the standard chain's."""
+    endpoint_url: str | None = None
+    """One endpoint for every service (a LocalStack or moto server, say)."""
+    s3_endpoint_url: str | None = None
+    sqs_endpoint_url: str | None = None
+    sns_endpoint_url: str | None = None
+    lambda_endpoint_url: str | None = None
+    """Per service; each wins over ``endpoint_url``."""
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    """Seconds; a call that times out is retried with the outbox's backoff."""
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("connect_timeout and read_timeout must be greater than 0")
+
+    def endpoint(self, service: AwsService) -> str | None:
+        own: str | None = getattr(self, f"{service}_endpoint_url")
+        return own or self.endpoint_url
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpSettings:
+    """The ``amqp`` action's broker (RabbitMQ or any AMQP 0-9-1 broker)."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    """Used by actions that name no ``url`` of their own (keeps passwords out of rules)."""
+    connect_timeout: float = 5.0
+    confirm_timeout: float = 10.0
+    """Seconds to wait for the broker's publisher confirm before the delivery is retried."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("amqp://", "amqps://")):
+            raise ValueError("url must be an amqp:// or amqps:// URL")
+        if self.connect_timeout <= 0 or self.confirm_timeout <= 0:
+            raise ValueError("connect_timeout and confirm_timeout must be greater than 0")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The ``http`` action's client."""
+
+    allow_insecure_http: bool = False
+    """Allow plain ``http://`` URLs (rule output would cross the network unencrypted)."""
+    timeout: float = 10.0
+    """Seconds for one request, connect to last byte; a timeout is retried."""
+    ca_file: Path | None = None
+    """PEM certificates trusted besides the system's (a private CA's endpoints)."""
+    concurrency: int = 16
+    """Requests in flight per URL at most."""
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError("timeout must be greater than 0")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
 
 @dataclass(frozen=True, slots=True)
 class RulesSettings:
@@ -114,8 +188,19 @@ class RulesSettings:
     max_republish_depth: int = 8
     """A message republished by a rule that triggers a republish that triggers... is dropped
     (and counted) after this many hops, so a rule that matches its own output cannot spin."""
+    external_concurrency: int = 8
+    """Rules calling an external function (``aws_lambda``, ``get_thing_shadow``) evaluated at
+    once, off the dispatch path; their outputs still leave in the order messages came."""
+    aws_targets: Literal["local", "aws"] | None = None
+    """Where ``s3``/``sqs``/``sns``/``lambda`` actions go: "local" (buckets, queues, topics and
+    functions of the same names), "aws" (boto3), or unset: to AWS for each service that has an
+    endpoint configured in ``aws``, locally for the others, so a rule copied from AWS works
+    offline."""
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     local: LocalTargetSettings = field(default_factory=LocalTargetSettings)
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def __post_init__(self) -> None:
         if self.action_queue_size < 1:
@@ -124,3 +209,11 @@ class RulesSettings:
             raise ValueError("max_republish_depth must be at least 1")
         if self.metrics_flush_interval <= 0:
             raise ValueError("metrics_flush_interval must be greater than 0")
+        if self.external_concurrency < 1:
+            raise ValueError("external_concurrency must be at least 1")
+
+    def aws_mode(self, service: AwsService) -> Literal["local", "aws"]:
+        """Where the ``service`` action delivers (see ``aws_targets``)."""
+        if self.aws_targets is not None:
+            return self.aws_targets
+        return "aws" if self.aws.endpoint(service) else "local"

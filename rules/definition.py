@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rules.actions import KINDS
+from rules.actions import AWS_ONLY, KINDS
 from rules.errors import RuleError
 from rules.sql.compiler import CompiledRule, check_template, compile_rule
+
+if TYPE_CHECKING:
+    from rules.config import RulesSettings
 
 _RULE_NAME = re.compile(r"[a-zA-Z0-9_]{1,128}")
 MAX_ACTIONS = 10
@@ -79,10 +82,14 @@ def _action(entry: dict[str, dict[str, Any]], where: str) -> Action:
     [(kind, params)] = entry.items()
     module = KINDS.get(kind)
     if module is None:
-        raise RuleError(
-            f"{where}: action kind {kind!r} is not available in this release; "
-            f"available: {', '.join(sorted(KINDS))}"
-        )
+        supported = ", ".join(sorted(KINDS))
+        if kind in AWS_ONLY:
+            raise RuleError(
+                f"{where}: {kind!r} is an AWS IoT action that thingcore does not implement; "
+                f"the supported actions are: {supported} (a function action can forward "
+                "to any service)"
+            )
+        raise RuleError(f"{where}: there is no action kind {kind!r}; supported: {supported}")
     try:
         return Action(kind, module.Params.model_validate(params))
     except ValidationError as exc:
@@ -122,6 +129,19 @@ def parse_definition(name: str, payload: dict[str, Any] | str | bytes) -> RuleDe
         for template in _templates(error_action):
             check_template(template, compiled.version, allow_external=False)
     return RuleDefinition(name, model, actions, error_action, compiled)
+
+
+def missing_extras(definition: RuleDefinition, settings: RulesSettings) -> list[str]:
+    """What ``definition``'s actions need that is not installed, each with its install command
+    (an ``s3`` action needs boto3 only where it goes to AWS, say); empty when all is there."""
+    problems: list[str] = []
+    actions = [*definition.actions, *filter(None, [definition.error_action])]
+    for action in actions:
+        needs = getattr(KINDS[action.kind], "needs", None)
+        problem = needs(action.params, settings) if needs is not None else None
+        if problem is not None and problem not in problems:
+            problems.append(problem)
+    return problems
 
 
 def _templates(action: Action) -> list[str]:

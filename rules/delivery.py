@@ -565,7 +565,10 @@ class DeliveryManager:
             # The error action itself failed: its payload goes to the dead-letter queue.
             if written:
                 self._deletes.append(delivery.id)
-            payload = dict(delivery.params.get(ERROR_PAYLOAD) or self._payload(delivery, []))
+            payload = dict(
+                delivery.params.get(ERROR_PAYLOAD)
+                or self._payload(delivery.rule, delivery.origin, [])
+            )
             payload["failures"] = [*payload.get("failures", []), self._failure(delivery, error)]
             self._emit(delivery.rule, delivery.origin, delivery.depth, payload, dead_letter=True)
             return
@@ -612,13 +615,23 @@ class DeliveryManager:
     def _error(self, failures: Sequence[tuple[Delivery, str]]) -> None:
         """AWS's error payload for one rule output, to the error action or dead letters."""
         first = failures[0][0]
-        payload = self._payload(first, [self._failure(d, e) for d, e in failures])
+        payload = self._payload(
+            first.rule, first.origin, [self._failure(d, e) for d, e in failures]
+        )
         self._emit(first.rule, first.origin, first.depth, payload, dead_letter=False)
 
-    def _payload(self, delivery: Delivery, failures: list[dict[str, str]]) -> dict[str, Any]:
-        origin = delivery.origin
+    def evaluation_failed(
+        self, rule: str, ctx: EvalContext, depth: int, failure: dict[str, str]
+    ) -> None:
+        """A rule whose evaluation failed for good (an ``aws_lambda`` call that kept failing):
+        AWS's error payload to its error action (or dead letters), as a failed action's is."""
+        origin = Origin.of(ctx)
+        self._emit(rule, origin, depth, self._payload(rule, origin, [failure]), dead_letter=False)
+        self._kick()
+
+    def _payload(self, rule: str, origin: Origin, failures: list[dict[str, str]]) -> dict[str, Any]:
         return {
-            "ruleName": delivery.rule,
+            "ruleName": rule,
             "topic": origin.topic,
             "cloudwatchTraceId": origin.trace_id,
             "clientId": origin.client_id or "",

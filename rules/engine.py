@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +32,11 @@ from broker.bus import Bus, Subscription
 from broker.message import Message
 from broker.properties import Properties
 from rules.actions.base import TargetEnv
+from rules.aws import AwsClients
 from rules.config import RulesSettings
-from rules.definition import RuleDefinition
+from rules.definition import RuleDefinition, missing_extras
 from rules.delivery import DeliveryManager, follow
-from rules.errors import TargetError
+from rules.errors import ExternalCallError, TargetError
 from rules.index import TopicIndex
 from rules.outbox import Outbox
 from rules.sql.compiler import CompiledRule
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from rules.local.buckets import BucketStore
     from rules.local.functions import FunctionRunner
     from rules.local.queues import QueueStore
+    from rules.local.topics import TopicStore
 
 log = logging.getLogger("thingcore.rules")
 
@@ -84,6 +88,7 @@ class RulesEngine:
         store: RuleStore | None = None,
         *,
         account_id: str = "000000000000",
+        region: str = "us-east-1",
         shadow_reader: ShadowReader | None = None,
         data_dir: Path | None = None,
     ) -> None:
@@ -91,6 +96,8 @@ class RulesEngine:
         self.bus = bus
         self.store = store
         self.account_id = account_id
+        self.region = region
+        """For the ARNs local functions and topics show (``context.invoked_function_arn``)."""
         self.shadow_reader = shadow_reader
         self.rules: dict[str, LiveRule] = {}
         self.broken: dict[str, str] = {}
@@ -102,12 +109,20 @@ class RulesEngine:
         self._queue: deque[_Work] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Rules calling aws_lambda wait on the function in these threads, off the default
+        # executor, so slow functions never starve the outbox's commits.
+        self._executor = ThreadPoolExecutor(
+            settings.external_concurrency, thread_name_prefix="rules-external"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped = 0
         """Outputs refused because ``action_queue_size`` outputs were waiting for a commit."""
         self.data_dir = data_dir
         self._queues: QueueStore | None = None
         self._buckets: BucketStore | None = None
         self._functions: FunctionRunner | None = None
+        self._topics: TopicStore | None = None
+        self.aws = AwsClients(settings.aws)
         # Without a data directory (tests, embedding) the outbox lives in memory.
         outbox_path = Path(":memory:") if data_dir is None else data_dir / "outbox.sqlite"
         self.delivery = DeliveryManager(
@@ -118,6 +133,9 @@ class RulesEngine:
                 self._open_queues,
                 self._open_buckets,
                 self._open_functions,
+                self._open_topics,
+                self.aws,
+                settings,
             ),
             self._definition_of,
             account_id=account_id,
@@ -135,6 +153,7 @@ class RulesEngine:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> RulesEngine:
+        self._loop = asyncio.get_running_loop()
         if self.store is not None:
             await self.reload()
         await self.delivery.start()
@@ -160,10 +179,13 @@ class RulesEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._executor.shutdown(wait=False, cancel_futures=True)
         await self.delivery.stop()
         await self.flush_metrics()
         if self._functions is not None:
             await self._functions.aclose()
+        if self._topics is not None:
+            self._topics.close()
         if self._queues is not None:
             self._queues.close()
 
@@ -195,9 +217,25 @@ class RulesEngine:
             from rules.local.functions import FunctionRunner
 
             self._functions = FunctionRunner.from_settings(
-                self.settings.local, self._local_dir("functions"), account_id=self.account_id
+                self.settings.local,
+                self._local_dir("functions"),
+                region=self.region,
+                account_id=self.account_id,
             )
         return self._functions
+
+    def _open_topics(self) -> TopicStore:
+        if self._topics is None:
+            from rules.local.topics import TopicStore
+
+            self._topics = TopicStore.from_settings(
+                self.settings.local,
+                self._local_dir("topics"),
+                self._open_queues(),
+                region=self.region,
+                account=self.account_id,
+            )
+        return self._topics
 
     def _republish(
         self, topic: str, payload: bytes, qos: int, properties: Properties | None, depth: int
@@ -278,6 +316,10 @@ class RulesEngine:
             except Exception as exc:  # noqa: BLE001 - a broken stored rule must not stop the rest
                 broken[item.name] = str(exc)
                 continue
+            missing = missing_extras(definition, self.settings)
+            if missing:
+                broken[item.name] = "; ".join(missing)
+                continue
             old = self.rules.get(item.name)
             counters = old.counters if old is not None else Counters()
             rules[item.name] = LiveRule(definition, definition.compiled, counters)
@@ -297,6 +339,7 @@ class RulesEngine:
             account_id=self.account_id,
             rule_name=rule_name,
             shadow_reader=self.shadow_reader,
+            lambda_invoker=self._invoke_lambda,
         )
 
     def _on_message(self, message: Message) -> None:
@@ -399,32 +442,158 @@ class RulesEngine:
     # -- rules evaluated off the dispatch path ---------------------------------------------------
 
     async def _act(self) -> None:
+        # Up to external_concurrency rules are evaluated at once (each may wait on a function);
+        # their outputs are submitted in the order the messages came, so per-rule order holds.
         queue = self._queue
+        running: deque[tuple[_Work, asyncio.Task[Any]]] = deque()
+        limit = self.settings.external_concurrency
         while True:
-            if not queue:
+            while queue and len(running) < limit:
+                work = queue.popleft()
+                task = asyncio.create_task(self._evaluate_off_path(work))
+                running.append((work, task))
+            if not running:
                 self.idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            work = queue.popleft()
-            output = await self._evaluate_off_path(work.rule, work.ctx)
+            work, task = running[0]
+            try:
+                output = await task
+            except asyncio.CancelledError:
+                for _, other in running:
+                    other.cancel()
+                raise
+            running.popleft()
             if output is not None:
                 self._submit(work.rule, work.ctx, output, work.depth)
             if work.done is not None:
                 follow(self.delivery.commit_waiter(), work.done)
 
-    async def _evaluate_off_path(self, rule: LiveRule, ctx: EvalContext) -> Any:
-        started = time.perf_counter_ns()
+    async def _evaluate_off_path(self, work: _Work) -> Any:
+        rule, ctx = work.rule, work.ctx
+        loop = asyncio.get_running_loop()
+        attempts = 0
+        while True:
+            started = time.perf_counter_ns()
+            try:
+                output = await loop.run_in_executor(self._executor, rule.compiled.evaluate, ctx)
+            except ExternalCallError as exc:
+                attempts += 1
+                if exc.retryable and attempts < self.settings.delivery.max_attempts:
+                    await asyncio.sleep(self._backoff(attempts))
+                    continue
+                # The message would be lost silently: AWS's error payload goes to the error
+                # action (or the dead-letter queue) with what failed.
+                rule.counters.failed += 1
+                log.warning("rule %s: %s", rule.name, exc)
+                failure = {
+                    "failedAction": exc.action,
+                    "failedResource": exc.resource,
+                    "errorMessage": str(exc),
+                }
+                self.delivery.evaluation_failed(rule.name, ctx, work.depth, failure)
+                return None
+            except Exception:  # noqa: BLE001 - one rule's failure must not stop the others
+                rule.counters.failed += 1
+                log.debug("rule %s failed on %s", rule.name, ctx.topic, exc_info=True)
+                return None
+            finally:
+                rule.counters.eval_ns += time.perf_counter_ns() - started
+            if output is not None:
+                rule.counters.passed += 1
+            return output
+
+    def _backoff(self, attempts: int) -> float:
+        settings = self.settings.delivery
+        wait: float = min(
+            settings.backoff_max, settings.backoff_initial * 2 ** min(attempts - 1, 62)
+        )
+        return wait * (1 - settings.backoff_jitter * random.random())  # noqa: S311 - jitter
+
+    # -- aws_lambda() ---------------------------------------------------------------------------
+
+    def _invoke_lambda(self, function_arn: str, event: Any) -> Any:
+        """``aws_lambda``'s call, in a worker thread: a local function while Lambda maps to
+        local functions (``aws_targets``), else Lambda's synchronous invoke through boto3."""
+        if self.settings.aws_mode("lambda") == "local":
+            return self._invoke_local(function_arn, event)
+        return self._invoke_aws(function_arn, event)
+
+    def _invoke_local(self, function_arn: str, event: Any) -> Any:
+        from rules.actions.lambda_ import function_name
+        from rules.local.functions import FunctionError
+
+        name = function_name(function_arn)
+        loop = self._loop
+        if loop is None:
+            raise ExternalCallError(
+                "aws_lambda: the rules engine is not running",
+                action="aws_lambda",
+                resource=function_arn,
+                retryable=True,
+            )
+
+        async def call() -> Any:
+            # Opened and invoked on the event loop: the runner is not thread-safe.
+            return (await self._open_functions().invoke(name, event)).value
+
+        # Bounded: a stopping loop must not leave this thread waiting for ever.
+        patience = self.settings.local.function_timeout * 4 + 10
         try:
-            output = await asyncio.to_thread(rule.compiled.evaluate, ctx)
-        except Exception:  # noqa: BLE001 - one rule's failure must not stop the others
-            rule.counters.failed += 1
+            return asyncio.run_coroutine_threadsafe(call(), loop).result(patience)
+        except TimeoutError:
+            raise ExternalCallError(
+                f"aws_lambda({function_arn}): no answer within {patience:g} s",
+                action="aws_lambda",
+                resource=function_arn,
+                retryable=True,
+            ) from None
+        except (FunctionError, TargetError) as exc:
+            raise ExternalCallError(
+                f"aws_lambda({function_arn}): {exc}",
+                action="aws_lambda",
+                resource=function_arn,
+                retryable=exc.retryable,
+            ) from None
+
+    def _invoke_aws(self, function_arn: str, event: Any) -> Any:
+        import orjson
+
+        from rules.aws import target_error
+
+        what = f"aws_lambda({function_arn})"
+        try:
+            client = self.aws.client("lambda")
+            response = client.invoke(
+                FunctionName=function_arn,
+                InvocationType="RequestResponse",
+                Payload=orjson.dumps(event),
+            )
+            body = response["Payload"].read()
+        except Exception as exc:  # noqa: BLE001 - boto3's errors, classified
+            error = exc if isinstance(exc, TargetError) else target_error(exc, what)
+            raise ExternalCallError(
+                str(error), action="aws_lambda", resource=function_arn, retryable=error.retryable
+            ) from None
+        if response.get("FunctionError"):
+            raise ExternalCallError(
+                f"{what}: the function failed ({response['FunctionError']}): {body[:300]!r}",
+                action="aws_lambda",
+                resource=function_arn,
+                retryable=False,
+            )
+        if not body:
             return None
-        finally:
-            rule.counters.eval_ns += time.perf_counter_ns() - started
-        if output is not None:
-            rule.counters.passed += 1
-        return output
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ExternalCallError(
+                f"{what}: the function's answer is not JSON: {body[:300]!r}",
+                action="aws_lambda",
+                resource=function_arn,
+                retryable=False,
+            ) from None
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait until every output so far is evaluated and delivered (or dead-lettered)."""

@@ -20,3 +20,16 @@ class TargetError(ThingcoreError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ExternalCallError(TargetError):
+    """A function of rule SQL that leaves the process (``aws_lambda``) failed.
+
+    ``action`` and ``resource`` name it in AWS's error payload (``failedAction``,
+    ``failedResource``) when the rule's evaluation gives up.
+    """
+
+    def __init__(self, message: str, *, action: str, resource: str, retryable: bool) -> None:
+        super().__init__(message, retryable=retryable)
+        self.action = action
+        self.resource = resource

@@ -68,6 +68,7 @@ class App:
                 self.broker.bus,
                 RuleStore(self.identity.registry.db),
                 account_id=settings.registry.account_id,
+                region=settings.registry.region,
                 shadow_reader=self._read_shadow,
                 data_dir=settings.data_dir,
             )

@@ -23,10 +23,13 @@ from rules.errors import TargetError
 
 if TYPE_CHECKING:
     from broker.properties import Properties
+    from rules.aws import AwsClients
+    from rules.config import RulesSettings
     from rules.delivery import Delivery
     from rules.local.buckets import BucketStore
     from rules.local.functions import FunctionRunner
     from rules.local.queues import QueueStore
+    from rules.local.topics import TopicStore
 
 
 class ParamsModel(BaseModel):
@@ -63,12 +66,16 @@ Publish = Callable[[str, bytes, int, "Properties | None", int], None]
 
 @dataclass(slots=True)
 class TargetEnv:
-    """The local resources targets deliver to, opened on first use."""
+    """What targets deliver to: the local resources (opened on first use), the AWS clients and
+    the settings of the remote targets."""
 
     publish: Publish
     queues: Callable[[], QueueStore]
     buckets: Callable[[], BucketStore]
     functions: Callable[[], FunctionRunner]
+    topics: Callable[[], TopicStore]
+    aws: AwsClients
+    settings: RulesSettings
 
 
 def output_payload(output: Any) -> bytes:

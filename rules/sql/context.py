@@ -18,10 +18,13 @@ import orjson
 from rules.sql.values import UNDEFINED
 
 ShadowReader = Callable[[str, str | None], Any]
+"""(thing, shadow name or None) -> the shadow's get document as a dict, or UNDEFINED."""
+LambdaInvoker = Callable[[str, Any], Any]
+"""``aws_lambda``: (function ARN, JSON-ready event) -> the function's decoded JSON answer;
+raises ``rules.errors.ExternalCallError`` when the call fails. Called in a worker thread."""
 TraceSource = Callable[[], str]
 """Where ``traceid()`` comes from when the message has one: asked only if a rule calls it
 (making a UUID for every message would cost more than evaluating its rules)."""
-"""(thing, shadow name or None) -> the shadow's get document as a dict, or UNDEFINED."""
 
 
 @dataclass(slots=True)
@@ -41,6 +44,8 @@ class EvalContext:
     shadow_reader: ShadowReader | None = None
     """``get_thing_shadow``; None where no shadow store is attached (the function is then
     Undefined)."""
+    lambda_invoker: LambdaInvoker | None = None
+    """``aws_lambda``; None where no function can be called (``rules test``: Undefined)."""
     _document: Any = field(default=None, init=False, repr=False)
     _parsed: bool = field(default=False, init=False, repr=False)
 

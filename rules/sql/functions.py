@@ -75,6 +75,7 @@ from rules.sql.values import (
     float_to_int,
     is_int,
     op_mod,
+    output,
     parse_number_string,
     to_int,
     to_string,
@@ -671,6 +672,18 @@ def _get_thing_shadow(ctx: EvalContext, *args: Any) -> Any:
     return ctx.shadow_reader(thing, name)
 
 
+def _aws_lambda(ctx: EvalContext, function_arn: Any, input_json: Any) -> Any:
+    # aws_lambda(functionArn, inputJson): the function's JSON answer. The event is the value
+    # made JSON-ready as an action's output is; a failed call fails the rule's evaluation
+    # (the engine retries it, then goes to the error action).
+    if not isinstance(function_arn, str) or ctx.lambda_invoker is None:
+        return UNDEFINED
+    event = output(input_json, whole_decimals_as_int=True)
+    if event is UNDEFINED or isinstance(event, bytes):
+        return UNDEFINED
+    return ctx.lambda_invoker(function_arn, event)
+
+
 def _external_placeholder(ctx: EvalContext, *args: Any) -> Any:
     return UNDEFINED
 
@@ -1038,7 +1051,7 @@ def _table() -> dict[str, Function]:
         *(_fn(name, _unary_math(f), 1) for name, f in math_1.items()),
         _fn("atan2", _binary_math(math.atan2), 2),
         _fn("power", _binary_math(_power), 2),
-        _fn("aws_lambda", _external_placeholder, 2, external=True),
+        _fn("aws_lambda", _aws_lambda, 2, external=True),
         _fn("bitand", _bitwise(lambda a, b: a & b), 2),
         _fn("bitor", _bitwise(lambda a, b: a | b), 2),
         _fn("bitxor", _bitwise(lambda a, b: a ^ b), 2),

@@ -57,7 +57,14 @@ def test_a_rule_copied_from_aws_is_accepted_as_written() -> None:
             {**AWS_RULE, "actions": [{"republish": {"topic": "a"}, "s3": {}}]},
             "exactly one action kind",
         ),
-        ("r", {**AWS_RULE, "actions": [{"dynamoDB": {}}]}, "'dynamoDB' is not available"),
+        (
+            "r",
+            {**AWS_RULE, "actions": [{"dynamoDB": {}}]},
+            "'dynamoDB' is an AWS IoT action that thingcore does not implement",
+        ),
+        ("r", {**AWS_RULE, "actions": [{"kinesis": {}}]}, "thingcore does not implement"),
+        ("r", {**AWS_RULE, "actions": [{"timestream": {}}]}, "thingcore does not implement"),
+        ("r", {**AWS_RULE, "actions": [{"carrierPigeon": {}}]}, "no action kind 'carrierPigeon'"),
         ("r", {**AWS_RULE, "actions": [{"republish": {}}]}, "topic: Field required"),
         ("r", {**AWS_RULE, "actions": [{"republish": {"topic": "a", "qos": 2}}]}, "qos"),
         (
@@ -72,6 +79,16 @@ def test_refused_definitions_say_why(name: str, payload: Any, message: str) -> N
     with pytest.raises(RuleError) as refused:
         parse_definition(name, payload)
     assert message in str(refused.value)
+
+
+def test_an_unsupported_aws_action_lists_every_supported_kind() -> None:
+    with pytest.raises(RuleError) as refused:
+        parse_definition("r", {**AWS_RULE, "actions": [{"firehose": {"deliveryStreamName": "s"}}]})
+    listed = str(refused.value).split("the supported actions are: ")[1].split(" (")[0]
+    assert set(listed.split(", ")) == {
+        *("republish", "s3", "sqs", "sns", "lambda", "http", "amqp"),
+        *("bucket", "queue", "function"),
+    }
 
 
 def test_broken_sql_and_templates_point_at_the_error() -> None:

@@ -74,7 +74,7 @@ def test_a_broken_file_applies_nothing_and_points_at_the_error(cli: Cli, tmp_pat
     assert ran.code == 1
     assert "2 of the rule files cannot be applied; nothing was changed" in ran.stderr
     assert "broken.json" in ran.stderr and "line 1" in ran.stderr and "^" in ran.stderr
-    assert "bad_action.json" in ran.stderr and "'dynamoDB' is not available" in ran.stderr
+    assert "bad_action.json" in ran.stderr and "'dynamoDB' is an AWS IoT action" in ran.stderr
     assert cli.json("rules", "list")["rules"] == []
     assert "not a folder" in cli.fails("rules", "apply", str(tmp_path / "missing"))
 

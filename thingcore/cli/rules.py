@@ -25,7 +25,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from rules.definition import RuleDefinition, parse_definition
+from rules.definition import RuleDefinition, missing_extras, parse_definition
 from rules.errors import RuleError
 from rules.replay import Replayer, ReplayReport, parse_capture
 from rules.sql.compiler import compile_rule
@@ -320,6 +320,14 @@ def apply(
     Idempotent: applying the same folder twice changes nothing. Every file is checked
     first (its SQL compiled); if any is wrong, nothing is applied."""
     definitions = read_folder(folder)
+    # An action whose package is missing would never deliver: refuse it now, with the command
+    # that installs it (an s3 action needs boto3 only where it goes to AWS).
+    rules_settings = settings_for(data_dir).rules
+    missing = [
+        f"rule {d.name}: {m}" for d in definitions for m in missing_extras(d, rules_settings)
+    ]
+    if missing:
+        raise RuleError("nothing was changed:\n" + "\n".join(missing))
     with open_rules(data_dir) as store:
         if dry_run:
             current = {r.name: r for r in store.all()}
