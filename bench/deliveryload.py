@@ -1,6 +1,6 @@
 """The rules-delivery workload: what delivering rule actions through the durable outbox costs.
 
-Five brokers, one after the other, the same devices against each: 50 device connections
+Six brokers, one after the other, the same devices against each: 50 device connections
 (MQTT 3.1.1, QoS 1, each keeping up to 20 PUBLISHes unacknowledged) send a 200-byte JSON
 reading each (`bench.rulesload.payload`) on `bench/<tag>/<variant>/d<NN>/t`. What counts is
 where the messages end up (the *sink*):
@@ -14,19 +14,41 @@ where the messages end up (the *sink*):
   read (read-only) by the orchestrator;
 - `queue, PUBACK after commit`: the same with `rules.delivery.puback_after_commit` on
   (`THINGCORE_RULES__DELIVERY__PUBACK_AFTER_COMMIT=true`, the broker kind
-  `thingcore-rules-puback`).
+  `thingcore-rules-puback`);
+- `RabbitMQ (amqp action)` (issue 9: a rule publishing to RabbitMQ against one queueing
+  locally): thingcore with the rule `SELECT * FROM 'bench/<tag>/amqp/+/t'` and an `amqp`
+  action `{"exchange": "", "routingKey": "bench_amqp_<tag>", "persistent": true}` (the
+  default exchange routes it to the queue of that name; publisher confirms, `message_id` =
+  the delivery id). The action names no `url`: the broker kind `thingcore-rules-amqp` sets
+  `rules.amqp.url` (`THINGCORE_RULES__AMQP__URL`) to the sink's RabbitMQ,
+  `THINGCORE_BENCH_AMQP_URL` or else `amqp://guest:guest@127.0.0.1:5672/`, so no password
+  lands in the results. The sink (`bench.amqpsink`): before the runs the orchestrator
+  declares the durable queue `bench_amqp_<tag>` there, consumes it (no acknowledgements) on
+  a thread of its own, and deletes it after the runs. A message arrives when the consumer
+  reads it, timed with the same monotonic clock as the payload's send stamp (so PUBLISH ->
+  sink latency is arrival - stamp, where the queue sink's is the queue's `sent_at` - stamp)
+  and counted by the stamp's run; copies of one delivery (the same `message_id`) count
+  once and are noted. RabbitMQ is not the benchmark's to pin: it runs wherever the system
+  puts it (on this 2-core machine: also on the broker's core); its CPU is kept in the
+  details (`rabbitmq_cpu`, taken out of *other*), and the consumer's (the orchestrator's
+  process) counts as load-generator CPU. RabbitMQ unreachable: the amqp rule is left out,
+  and the variant is reported as *skipped* with the reason (every other variant runs).
 
-Each thingcore with rules gets both rules (`rules`, applied with `thingcore rules apply`
-before it starts); the devices' topics match one of them only.
+Each thingcore with rules gets the republish and queue rules (`rules`, applied with
+`thingcore rules apply` before it starts), the amqp variant's also the amqp rule (only that
+one: the others do not depend on RabbitMQ or on the amqp action); the devices' topics match
+one of them only.
 
 Three runs per broker: a warm-up (unrecorded), a fixed-rate run (1,000 msg/s for 3 s: PUBACK
 latency and PUBLISH -> sink latency) and a closed-loop run (100,000 messages, as fast as the
 PUBACKs come back: throughput from the first PUBLISH written to the last message at the sink,
 and PUBACK latency under that load). A subscriber sink also limits the messages sent and not
 yet received to 500 (thingcore's queue per subscriber holds 1,000: a closed loop could
-otherwise overflow it and lose messages); a queue sink has no such limit, the outbox keeps
-what the queue has not taken yet. Ratios between brokers are worked out as the later ones
-finish (the runner starts them in the order of `VARIANTS`).
+otherwise overflow it and lose messages); a queue sink (local or RabbitMQ) has no such limit,
+the outbox keeps what the queue has not taken yet. Ratios between brokers are worked out as
+the later ones finish (the runner starts them in the order of `VARIANTS`): throughput ÷
+mosquitto, ÷ thingcore without rules, ÷ republish and ÷ queue (the amqp variant's is "amqp ÷
+local queue").
 """
 
 from __future__ import annotations
@@ -43,7 +65,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import mqttwire, rulesload
+import psutil
+
+from bench import amqpsink, mqttwire, rulesload
 from bench.brokers import (
     Launch,
     LaunchContext,
@@ -76,11 +100,14 @@ monotonic_ns = time.monotonic_ns
 SQL_VERSION = "2016-03-23"
 REPUBLISH_RULE = "bench_delivery_republish"
 QUEUE_RULE = "bench_delivery_queue"
+AMQP_RULE = "bench_delivery_amqp"
 REPUBLISH_TEMPLATE = "out/${topic(2)}/${topic(4)}"
 PUBACK_KIND = "thingcore-rules-puback"
+AMQP_KIND = "thingcore-rules-amqp"
 MOSQUITTO_KIND = "mosquitto-deep-queue"
 MOSQUITTO_QUEUE = 100_000
 PUBACK_AFTER_COMMIT_ENV = "THINGCORE_RULES__DELIVERY__PUBACK_AFTER_COMMIT"
+AMQP_URL_SETTING_ENV = "THINGCORE_RULES__AMQP__URL"
 UNLIMITED = 1 << 62  # a publisher's backlog limit that never gives a message up
 POLL = 0.02  # seconds between reads of the queue file
 
@@ -93,7 +120,7 @@ class Variant:
     label: str  # the report's column
     kind: str  # a key of bench.brokers.LAUNCHERS
     segment: str  # the topic level naming the variant's traffic
-    sink: str  # "subscriber" or "queue"
+    sink: str  # "subscriber", "queue" (the local queue file) or "amqp" (a RabbitMQ queue)
     republish: bool = False  # the subscriber takes the rule's republished messages
 
 
@@ -102,7 +129,8 @@ PLAIN = Variant("thingcore, no rules", "thingcore", "tc", "subscriber")
 REPUBLISH = Variant("republish", "thingcore-rules", "rp", "subscriber", republish=True)
 QUEUE = Variant("queue", "thingcore-rules", "q", "queue")
 QUEUE_PUBACK = Variant("queue, PUBACK after commit", PUBACK_KIND, "q", "queue")
-VARIANTS = (MOSQUITTO, PLAIN, REPUBLISH, QUEUE, QUEUE_PUBACK)
+AMQP = Variant("RabbitMQ (amqp action)", AMQP_KIND, "amqp", "amqp")
+VARIANTS = (MOSQUITTO, PLAIN, REPUBLISH, QUEUE, QUEUE_PUBACK, AMQP)
 BROKERS = tuple((v.kind, v.label) for v in VARIANTS)
 NAME = "rules-delivery"
 # The runner names each broker it starts `<workload>-<label>`, spaces made dashes.
@@ -122,10 +150,22 @@ def queue_name(tag: str) -> str:
     return f"bench_{tag}"
 
 
+def amqp_queue_name(tag: str) -> str:
+    return f"bench_amqp_{tag}"
+
+
+def tag_variant(tag: str) -> Variant | None:
+    """The variant a runner tag was made for: the runner's tags end with the broker's index
+    in `BROKERS` (`_OUTCOMES` relies on that too)."""
+    last = tag[-1:]
+    return VARIANTS[int(last)] if last.isdigit() and int(last) < len(VARIANTS) else None
+
+
 def rules(tag: str) -> dict[str, dict[str, Any]]:
-    """The two rules (name -> TopicRulePayload) every thingcore with rules gets: republish
-    for the `rp` traffic, queue for the `q` traffic."""
-    return {
+    """The rules (name -> TopicRulePayload) of the thingcore with rules that `tag` was made
+    for: every one gets republish for the `rp` traffic and queue for the `q` traffic; the
+    amqp variant's also amqp for the `amqp` traffic."""
+    out: dict[str, dict[str, Any]] = {
         REPUBLISH_RULE: {
             "sql": f"SELECT * FROM 'bench/{tag}/{REPUBLISH.segment}/+/t'",
             "awsIotSqlVersion": SQL_VERSION,
@@ -137,6 +177,22 @@ def rules(tag: str) -> dict[str, dict[str, Any]]:
             "actions": [{"queue": {"queueName": queue_name(tag)}}],
         },
     }
+    if tag_variant(tag) is AMQP:
+        # No "url": the broker's rules.amqp.url (`thingcore_rules_amqp`) keeps it out of here.
+        out[AMQP_RULE] = {
+            "sql": f"SELECT * FROM 'bench/{tag}/{AMQP.segment}/+/t'",
+            "awsIotSqlVersion": SQL_VERSION,
+            "actions": [
+                {
+                    "amqp": {
+                        "exchange": "",
+                        "routingKey": amqp_queue_name(tag),
+                        "persistent": True,
+                    }
+                }
+            ],
+        }
+    return out
 
 
 def thingcore_rules_puback(ctx: LaunchContext) -> Launch:
@@ -144,6 +200,27 @@ def thingcore_rules_puback(ctx: LaunchContext) -> Launch:
     for the outbox commit of the deliveries its message produced."""
     launch = thingcore_rules(ctx)
     return dataclasses.replace(launch, env={**launch.env, PUBACK_AFTER_COMMIT_ENV: "true"})
+
+
+_AMQP_SKIPPED: dict[str, str] = {}
+"""RabbitMQ queue name -> why its broker was started without the amqp rule (`run` skips)."""
+
+
+def thingcore_rules_amqp(ctx: LaunchContext) -> Launch:
+    """`thingcore-rules` with `rules.amqp.url` set to the sink's RabbitMQ
+    (`bench.amqpsink.amqp_url`). When that RabbitMQ cannot be reached, the amqp rule is left
+    out (the broker starts all the same) and the reason noted for `run`, which then reports
+    the variant as skipped."""
+    url = amqpsink.amqp_url()
+    rule = (ctx.rules or {}).get(AMQP_RULE)
+    if rule is not None:
+        reason = amqpsink.unreachable(url)
+        if reason is not None:
+            _AMQP_SKIPPED[rule["actions"][0]["amqp"]["routingKey"]] = reason
+            kept = {name: r for name, r in (ctx.rules or {}).items() if name != AMQP_RULE}
+            ctx = dataclasses.replace(ctx, rules=kept)
+    launch = thingcore_rules(ctx)
+    return dataclasses.replace(launch, env={**launch.env, AMQP_URL_SETTING_ENV: url})
 
 
 def mosquitto_deep_queue(ctx: LaunchContext) -> Launch:
@@ -159,6 +236,7 @@ def mosquitto_deep_queue(ctx: LaunchContext) -> Launch:
 LAUNCHERS: dict[str, Launcher] = {
     PUBACK_KIND: thingcore_rules_puback,
     MOSQUITTO_KIND: mosquitto_deep_queue,
+    AMQP_KIND: thingcore_rules_amqp,
 }
 """The broker kinds this workload adds to `bench.brokers.LAUNCHERS` (`python -m bench` does)."""
 
@@ -511,6 +589,8 @@ class _RunFigures:
     cpu_other: float = 0.0
     broker_cpu_s: float = 0.0
     problems: list[str] = field(default_factory=list)
+    sink_cpu: float | None = None  # RabbitMQ's CPU, fraction of one core (amqp sink only)
+    extra: dict[str, Any] = field(default_factory=dict)  # the sink's own figures, for the JSON
 
 
 _OUTCOMES: dict[str, dict[str, Outcome]] = {}
@@ -522,6 +602,7 @@ METRICS = (
     "delivery_vs_mosquitto",
     "delivery_vs_thingcore",
     "delivery_vs_republish",
+    "delivery_vs_queue",
     "delivery_broker_us",
     "delivery_puback_p50",
     "delivery_puback_p99",
@@ -530,6 +611,14 @@ METRICS = (
     "delivery_rate_latency_p50",
     "delivery_rate_latency_p99",
 )
+
+
+@dataclass
+class _AmqpSide:
+    """The amqp variant's sink and what measures the RabbitMQ behind it."""
+
+    sink: amqpsink.AmqpSink
+    rabbit: amqpsink.RabbitCpu
 
 
 def run(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measurement]:
@@ -565,7 +654,22 @@ def run(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measur
         if broker.data_dir is None:
             raise ValueError(f"{broker.label} has no data directory: no queue file to read")
         reader = QueueReader(broker.data_dir / "queues.sqlite", queue_name(tag))
+    amqp = None
+    if variant.sink == "amqp":
+        url, queue = amqpsink.amqp_url(), amqp_queue_name(tag)
+        reason = _AMQP_SKIPPED.pop(queue, None)
+        if reason is None:
+            sink = amqpsink.AmqpSink(url, queue)
+            try:
+                sink.start()  # declares the queue
+            except RuntimeError as exc:
+                reason = str(exc)
+            else:
+                amqp = _AmqpSide(sink, amqpsink.RabbitCpu(url))
+        if amqp is None:
+            return _skipped(variant, tag, reason or "no RabbitMQ sink", log)
     rate_messages = max(1, round(opts.delivery_rate * opts.delivery_rate_seconds))
+    sink_error = None  # the amqp sink's error before it was closed (each run noted it)
     try:
         worker = Worker(spec, opts.load_cpu, f"devices({variant.segment})")
         with worker:
@@ -573,7 +677,7 @@ def run(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measur
             meter = CpuMeter([worker], broker)
 
             def measure(phase: int, count: int, rate: float | None) -> _RunFigures:
-                return _measure(worker, meter, broker, reader, opts, phase, count, rate)
+                return _measure(worker, meter, broker, reader, amqp, opts, phase, count, rate)
 
             warm = measure(1, opts.delivery_warmup, None)
             if warm.problems:
@@ -583,8 +687,24 @@ def run(broker: RunningBroker, opts: Options, tag: str, log: Log) -> list[Measur
     finally:
         if reader is not None:
             reader.close()
+        if amqp is not None:
+            sink_error = amqp.sink.error
+            amqp.sink.close()  # deletes the queue
     problems = _log_problems(broker)
-    return _measurements(variant, broker, opts, tag, fixed, closed, problems, log)
+    if amqp is not None and amqp.sink.error and amqp.sink.error != sink_error:
+        problems.append(amqp.sink.error)  # the queue could not be deleted
+    return _measurements(
+        variant, broker, opts, tag, fixed, closed, problems, log, amqp.sink if amqp else None
+    )
+
+
+def _skipped(variant: Variant, tag: str, reason: str, log: Log) -> list[Measurement]:
+    """Every row "skipped", the reason in the notes (once: the same error on every row)."""
+    _OUTCOMES.setdefault(tag[:-1], {})[variant.label] = Outcome(None, False)
+    log(f"  {variant.label}: skipped: {reason}")
+    return [
+        Measurement(metric, None, text="skipped", error=f"skipped: {reason}") for metric in METRICS
+    ]
 
 
 def _measure(
@@ -592,6 +712,7 @@ def _measure(
     meter: CpuMeter,
     broker: RunningBroker,
     reader: QueueReader | None,
+    amqp: _AmqpSide | None,
     opts: Options,
     phase: int,
     count: int,
@@ -602,6 +723,8 @@ def _measure(
     wait = count / 100 + 120 + settle  # the worker gives up on its own well before
     meter.reset()
     broker_before = broker.cpu_seconds()
+    if amqp is not None:
+        own_before, rabbit_before, wall_before = _own_cpu(), amqp.rabbit.seconds(), time.monotonic()
     done: RunDone = worker.request(Run(phase, count, rate, opts.tick, settle), wait)
     problems = []
     if done.gave_up:
@@ -610,7 +733,23 @@ def _measure(
         problems.append(f"{done.sent:,} of {count:,} sent, {done.acked:,} acknowledged")
     if done.lost_connections:
         problems.append(f"{done.lost_connections} connections lost")
-    if reader is None:
+    extra: dict[str, Any] = {}
+    if amqp is not None:
+        got, gave_up = _wait_amqp(amqp.sink, phase, count, settle, broker)
+        if gave_up:
+            problems.append(f"nothing reached the RabbitMQ queue for {settle:g} s; gave up waiting")
+        if got.count > got.distinct:
+            problems.append(
+                f"{got.count - got.distinct:,} copies of messages already received (the same "
+                "message_id) reached the sink"
+            )
+        if amqp.sink.error:
+            problems.append(amqp.sink.error)
+        arrived = got.distinct
+        seconds = (got.last_ns - done.first_ns) / 1e9 if got.last_ns else 0.0
+        latency = amqp.sink.arrivals(phase).latency if rate else Histogram()
+        extra["amqp_copies"] = got.count - got.distinct
+    elif reader is None:
         arrived, latency = done.received, done.latency
         seconds = (done.last_arrival_ns - done.first_ns) / 1e9
     else:
@@ -625,6 +764,24 @@ def _measure(
         if others:
             problems.append(f"messages in other queues (dead letters?): {others}")
     cpu = meter.lap()
+    cpu_load, cpu_other, sink_cpu = cpu.load, cpu.other, None
+    if amqp is not None:
+        # The consumer runs in this process, which CpuMeter leaves out of every figure; it is
+        # load generation (as a subscriber sink is). RabbitMQ is the sink, not "other".
+        wall = max(time.monotonic() - wall_before, 1e-6)
+        consumer = (_own_cpu() - own_before) / wall
+        cpu_load = round(cpu.load + consumer, 3)
+        extra["consumer_cpu"] = round(consumer, 3)
+        rabbit_after = amqp.rabbit.seconds()
+        if rabbit_before is not None and rabbit_after is not None:
+            sink_cpu = round((rabbit_after - rabbit_before) / wall, 3)
+            cpu_other = round(max(0.0, cpu.other - sink_cpu), 3)
+            extra["rabbitmq_cpu"] = sink_cpu
+            extra["rabbitmq_cpu_s"] = round(rabbit_after - rabbit_before, 3)
+            if arrived:
+                extra["rabbitmq_cpu_us_per_message"] = round(
+                    (rabbit_after - rabbit_before) / arrived * 1e6, 1
+                )
     broker.check_alive()
     if arrived < count:
         problems.append(f"{count - arrived:,} of {count:,} messages never reached the sink")
@@ -635,12 +792,38 @@ def _measure(
         arrived,
         seconds,
         latency,
-        cpu.load,
+        cpu_load,
         cpu.broker,
-        cpu.other,
+        cpu_other,
         broker.cpu_seconds() - broker_before,
         problems,
+        sink_cpu,
+        extra,
     )
+
+
+def _own_cpu() -> float:
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def _wait_amqp(
+    sink: amqpsink.AmqpSink, phase: int, expected: int, settle: float, broker: RunningBroker
+) -> tuple[amqpsink.Snapshot, bool]:
+    """Poll until `expected` distinct messages of run `phase` were consumed, or none came for
+    `settle` seconds (then True: gave up)."""
+    got = sink.snapshot(phase)
+    quiet_since = time.monotonic()
+    while got.distinct < expected:
+        broker.check_alive()
+        time.sleep(POLL)
+        now = sink.snapshot(phase)
+        if now.count != got.count:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > settle or sink.error:
+            return now, True
+        got = now
+    return got, False
 
 
 def _log_problems(broker: RunningBroker) -> list[str]:
@@ -671,6 +854,7 @@ def _measurements(
     closed: _RunFigures,
     log_problems: list[str],
     log: Log,
+    amqp_sink: amqpsink.AmqpSink | None = None,
 ) -> list[Measurement]:
     rate = closed.arrived / closed.seconds if closed.seconds > 0 and closed.arrived else None
     lower = closed.cpu_load >= opts.saturated
@@ -690,6 +874,13 @@ def _measurements(
         "closed_loop": _run_json(closed),
         "fixed_rate": {"rate": opts.delivery_rate, **_run_json(fixed)},
     }
+    if amqp_sink is not None:
+        details["amqp"] = {
+            "url": amqpsink.masked(amqp_sink.url),
+            "queue": amqp_sink.queue,
+            "server": amqp_sink.server,
+            "unstamped_messages": amqp_sink.unstamped,
+        }
     log(
         f"  {variant.label}: {closed.arrived:,} messages in {closed.seconds:.2f} s = "
         f"{rate or 0:,.0f} msg/s{' (load generator saturated)' if lower else ''}, PUBACK p50 "
@@ -698,6 +889,7 @@ def _measurements(
         f"p99 {_fmt_ms(_ms(fixed.done.puback, 99))}, to the sink p50 "
         f"{_fmt_ms(_ms(fixed.latency, 50))} p99 {_fmt_ms(_ms(fixed.latency, 99))}; load CPU "
         f"{closed.cpu_load:.0%}, broker CPU {closed.cpu_broker:.0%}, other {closed.cpu_other:.0%}"
+        + (f", RabbitMQ CPU {closed.sink_cpu:.0%}" if closed.sink_cpu is not None else "")
     )
     closed_error = "; ".join(closed.problems + log_problems) or None
     fixed_error = "; ".join(fixed.problems) or None
@@ -719,6 +911,7 @@ def _measurements(
         ("delivery_vs_mosquitto", MOSQUITTO),
         ("delivery_vs_thingcore", PLAIN),
         ("delivery_vs_republish", REPUBLISH),
+        ("delivery_vs_queue", QUEUE),
     ):
         if variant is baseline:
             out.append(Measurement(metric, 1.0, text="1.00x (reference)"))
@@ -790,6 +983,7 @@ def _run_json(figures: _RunFigures) -> dict[str, Any]:
         "other_cpu": figures.cpu_other,
         "broker_cpu_s": round(figures.broker_cpu_s, 3),
         "problems": figures.problems,
+        **figures.extra,
     }
 
 
@@ -825,6 +1019,7 @@ def report_metrics(opts: Options) -> dict[str, Metric]:
         ("delivery_vs_thingcore", f"{closed}: ÷ thingcore, no rules", Better.HIGHER, times,
          False),
         ("delivery_vs_republish", f"{closed}: ÷ republish", Better.HIGHER, times, False),
+        ("delivery_vs_queue", f"{closed}: ÷ queue", Better.HIGHER, times, False),
         ("delivery_broker_us", f"{closed}: broker CPU per message", Better.LOWER, us, False),
         ("delivery_puback_p50", f"{closed}: PUBACK latency p50", Better.LOWER, ms, False),
         ("delivery_puback_p99", f"{closed}: PUBACK latency p99", Better.LOWER, ms, False),

@@ -22,8 +22,9 @@ without rules and with 1,000 rules (`bench.rulesload`), checks the broker's own 
 against what was sent, and runs the in-process rule benchmarks (`bench.rules_eval`).
 
 rules-delivery sends QoS 1 JSON readings from 50 devices through Mosquitto, thingcore without
-rules, and thingcore rules whose republish or local-queue action goes through the durable
-outbox (also with PUBACK after commit), closed loop and at a fixed rate (`bench.deliveryload`).
+rules, and thingcore rules whose republish, local-queue or RabbitMQ (amqp) action goes through
+the durable outbox (also with PUBACK after commit), closed loop and at a fixed rate
+(`bench.deliveryload`).
 """
 
 from __future__ import annotations
@@ -1436,12 +1437,13 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             deliveryload.NAME,
-            "mosquitto vs thingcore: 50 QoS 1 devices through a rule's republish or local "
-            "queue action (durable outbox), queue with PUBACK after commit; msg/s and latency",
+            "mosquitto vs thingcore: 50 QoS 1 devices through a rule's republish, local queue "
+            "or RabbitMQ action (durable outbox), queue with PUBACK after commit; msg/s and "
+            "latency",
             deliveryload.METRICS,
             deliveryload.run,
             brokers=deliveryload.BROKERS,
-            title="Rule delivery: mosquitto vs thingcore republish and local queue (outbox)",
+            title="Rule delivery: mosquitto vs thingcore republish, local queue and RabbitMQ (outbox)",
             rules=deliveryload.rules,
         ),
     )

@@ -278,20 +278,7 @@ class QueueStore(SqliteFile):
         self.max_receives = _check_count(max_receives, "max_receives", 1_000_000)
         self._clock = clock
         super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout)
-        try:
-            with self._transaction(write=True) as db:
-                (version,) = db.execute("PRAGMA user_version").fetchone()
-                if version > SCHEMA_VERSION:
-                    raise QueueError(
-                        f"the queue database {path} was written by a newer thingcore (schema "
-                        f"{version}, this one knows {SCHEMA_VERSION}); use that version"
-                    )
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except BaseException:
-            self.close()
-            raise
+        self._create_schema(_SCHEMA, SCHEMA_VERSION)
 
     @classmethod
     def from_settings(cls, settings: LocalTargetSettings, data_dir: Path) -> QueueStore:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -163,6 +163,24 @@ class SqliteFile:
                     yield db
             except sqlite3.Error as exc:
                 raise self._problem(exc) from exc
+
+    def _create_schema(self, statements: Sequence[str], version: int) -> None:
+        """Create the tables (idempotent) and stamp the file with the schema ``version``;
+        a file from a newer thingcore is refused rather than misread. Closes on failure."""
+        try:
+            with self._transaction(write=True) as db:
+                (found,) = db.execute("PRAGMA user_version").fetchone()
+                if found > version:
+                    raise self.error(
+                        f"the {self.what} {self.path} was written by a newer thingcore (schema "
+                        f"{found}, this one knows {version}); use that version"
+                    )
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={version}")
+        except BaseException:
+            self.close()
+            raise
 
     def _problem(self, exc: BaseException) -> TargetError:
         message, retryable = database_problem(exc, self.path, self.what)

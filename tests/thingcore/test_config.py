@@ -188,3 +188,44 @@ def test_out_of_range_value_is_a_config_error_naming_the_field(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=rf"\b{field}\b"):
         load_settings()
+
+
+def test_remote_target_settings_from_toml_and_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_toml(
+        tmp_path / "targets.toml",
+        '[rules.aws]\nsqs_endpoint_url = "http://127.0.0.1:4566"\nregion = "eu-west-1"\n\n'
+        "[rules.http]\nallow_insecure_http = true\ntimeout = 2.5\n",
+        monkeypatch,
+    )
+    monkeypatch.setenv("THINGCORE_RULES__AMQP__URL", "amqps://u:p@rabbit.example:5671/iot")
+    rules = load_settings().rules
+    assert rules.aws.region == "eu-west-1"
+    # Only the service with an endpoint goes to AWS while aws_targets is unset.
+    assert [rules.aws_mode(s) for s in ("s3", "sqs", "sns", "lambda")] == [
+        "local",
+        "aws",
+        "local",
+        "local",
+    ]
+    assert (rules.http.allow_insecure_http, rules.http.timeout) == (True, 2.5)
+    assert rules.amqp.url == "amqps://u:p@rabbit.example:5671/iot"
+    monkeypatch.setenv("THINGCORE_RULES__AWS_TARGETS", "local")
+    assert load_settings().rules.aws_mode("sqs") == "local"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("THINGCORE_RULES__AWS_TARGETS", "cloud", "aws_targets"),
+        ("THINGCORE_RULES__AMQP__URL", "http://rabbit:5672/", "amqp"),
+        ("THINGCORE_RULES__HTTP__TIMEOUT", "0", "http"),
+    ],
+)
+def test_bad_remote_target_settings_name_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=rf"\b{field}\b"):
+        load_settings()
