@@ -1443,7 +1443,7 @@ WORKLOADS: dict[str, Workload] = {
             deliveryload.METRICS,
             deliveryload.run,
             brokers=deliveryload.BROKERS,
-            title="Rule delivery: mosquitto vs thingcore republish, local queue and RabbitMQ (outbox)",
+            title="Rule delivery: mosquitto vs thingcore republish, local queue, RabbitMQ (outbox)",
             rules=deliveryload.rules,
         ),
     )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.harness import PahoClient, RunningBroker, make_settings
+from tests.moto_server import CREDENTIALS, MotoServer
 
 StartBroker = Callable[..., RunningBroker]
 
@@ -61,3 +62,21 @@ def name(request: pytest.FixtureRequest) -> str:
 def service_required() -> bool:
     """Under CI=true a missing service is a failure, elsewhere a skip."""
     return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's server as the AWS endpoint (one per module): S3, SQS, SNS, Lambda over HTTP."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard chain's credentials for boto3 clients made in the test's process."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)

@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.rules.targets.moto import ACCOUNT, CREDENTIALS, REGION, MotoServer
+from tests.moto_server import ACCOUNT, CREDENTIALS, REGION, MotoServer
 from tests.thingcore.test_cli import ServeProcess, run_cli
 
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/hot-readings"
@@ -73,15 +73,6 @@ def cli(workdir: Path, *args: str, **env: str) -> Any:
     done = run_cli(*args, "--json", cwd=workdir, env=env or None)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if done.stdout.strip() else None
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -69,48 +69,31 @@ def folder(tmp_path: Path) -> Path:
     return rules
 
 
+def without_boto3(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``thingcore rules <args> --data-dir <tmp_path>/var`` where boto3 cannot be imported."""
+    data_dir = str(tmp_path / "var")
+    return run_cli(tmp_path, "rules", *args, "--data-dir", data_dir, hidden="boto3", env=env or {})
+
+
 def test_an_s3_rule_bound_for_aws_without_boto3_is_refused_with_the_install_command(
     tmp_path: Path, folder: Path
 ) -> None:
-    done = run_cli(
-        tmp_path,
-        "rules",
-        "apply",
-        str(folder),
-        "--data-dir",
-        str(tmp_path / "var"),
-        hidden="boto3",
-        env={"THINGCORE_RULES__AWS_TARGETS": "aws"},
+    done = without_boto3(
+        tmp_path, "apply", str(folder), env={"THINGCORE_RULES__AWS_TARGETS": "aws"}
     )
     assert done.returncode != 0, done.stdout
     assert "rule archive" in done.stderr
     assert "pip install 'thingcore[aws]'" in done.stderr
-    listed = run_cli(
-        tmp_path,
-        "rules",
-        "list",
-        "--json",
-        "--data-dir",
-        str(tmp_path / "var"),
-        hidden="boto3",
-        env={},
-    )
+    listed = without_boto3(tmp_path, "list", "--json")
     assert json.loads(listed.stdout)["rules"] == []  # nothing was applied
 
 
 def test_the_same_rule_applies_without_boto3_while_s3_maps_to_local_buckets(
     tmp_path: Path, folder: Path
 ) -> None:
-    done = run_cli(
-        tmp_path,
-        "rules",
-        "apply",
-        str(folder),
-        "--data-dir",
-        str(tmp_path / "var"),
-        hidden="boto3",
-        env={},
-    )
+    done = without_boto3(tmp_path, "apply", str(folder))
     assert done.returncode == 0, done.stderr
     assert "created archive" in " ".join(done.stdout.split())
 

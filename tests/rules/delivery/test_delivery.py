@@ -10,63 +10,43 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker.message import Message
 from broker.server import Broker
-from rules.config import DeliverySettings, LocalTargetSettings, RulesSettings
+from rules.config import LocalTargetSettings, RulesSettings
 from rules.engine import RulesEngine
 from rules.local.buckets import BucketStore
 from rules.local.queues import QueueStore
 from rules.outbox import Outbox
-from rules.store import StoredRule
 from tests.harness import make_settings
-
-
-def rule(name: str, sql: str, actions: list[dict[str, Any]], **extra: Any) -> StoredRule:
-    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions, **extra}
-    return StoredRule(name, payload, False, 0.0, 0.0)
+from tests.rules.engine_support import (
+    ERROR_ACTION,
+    ErrorOrigin,
+    error_origin,
+    error_payloads,
+    fast_delivery,
+    function,
+    publish,
+    queue_bodies,
+    rule,
+    until,
+)
 
 
 def settings(**delivery: Any) -> RulesSettings:
-    options: dict[str, Any] = {
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-        "backoff_jitter": 0.5,
-        "max_attempts": 3,
-    }
-    options.update(delivery)
     return RulesSettings(
-        delivery=DeliverySettings(**options),
+        delivery=fast_delivery(**delivery),
         local=LocalTargetSettings(function_timeout=5.0, function_concurrency=1),
     )
-
-
-def function(data_dir: Path, name: str, body: str) -> None:
-    folder = data_dir / "functions"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.py").write_text(textwrap.dedent(body))
-
-
-def queue_bodies(data_dir: Path, queue: str) -> list[Any]:
-    with QueueStore(data_dir / "queues.sqlite") as store:
-        return [json.loads(m.body) for m in store.peek(queue, limit=1000)]
 
 
 @pytest.fixture
 async def broker() -> AsyncIterator[Broker]:
     yield Broker(make_settings(), data_dir=None)
-
-
-def publish(broker: Broker, topic: str, payload: dict[str, Any], client: str = "dev-1") -> None:
-    broker.publish(
-        Message(topic, json.dumps(payload).encode(), 1, False, client_id=client, received_at=0)
-    )
 
 
 async def test_a_queue_gets_each_output_with_its_own_stable_id(
@@ -153,13 +133,12 @@ async def test_a_function_that_always_fails_ends_in_the_error_action_with_aws_pa
     broker: Broker, tmp_path: Path
 ) -> None:
     function(tmp_path, "broken", "def handler(event, context):\n    raise ValueError('bad')\n")
-    errors: list[dict[str, Any]] = []
-    broker.bus.subscribe("errors/#", lambda m: errors.append(json.loads(m.payload)))
+    errors = error_payloads(broker)
     definition = rule(
         "r",
         "SELECT n FROM 'in/+'",
         [{"function": {"functionArn": "arn:aws:lambda:us-east-1:1:function:broken"}}],
-        errorAction={"republish": {"topic": "errors/${topic(2)}", "qos": 1}},
+        errorAction=ERROR_ACTION,
     )
     async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
         engine.install([definition])
@@ -167,10 +146,7 @@ async def test_a_function_that_always_fails_ends_in_the_error_action_with_aws_pa
         await engine.drain()
         rules, _ = engine.delivery.take_metrics()
     [payload] = errors
-    assert payload["ruleName"] == "r"
-    assert payload["topic"] == "in/x"
-    assert payload["clientId"] == "dev-9"
-    assert json.loads(base64.b64decode(payload["base64OriginalPayload"])) == {"n": 1}
+    assert error_origin(payload) == ErrorOrigin("r", "in/x", "dev-9", {"n": 1})
     assert payload["cloudwatchTraceId"]
     [failure] = payload["failures"]
     assert failure["failedAction"] == "FunctionAction"
@@ -384,23 +360,16 @@ async def test_a_service_publishing_while_a_message_routes_keeps_its_puback_hold
 async def test_removals_of_delivered_rows_wait_for_the_next_commit(
     broker: Broker, tmp_path: Path
 ) -> None:
-    async def until(check: Any) -> None:
-        for _ in range(500):
-            if check():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("timed out")
-
     outbox = tmp_path / "outbox.sqlite"
     async with RulesEngine(settings(completion_delay=5.0), broker.bus, data_dir=tmp_path) as engine:
         engine.install([rule("r", "SELECT n FROM 'in'", [{"queue": {"queueName": "q"}}])])
         publish(broker, "in", {"n": 1})
-        await until(lambda: queue_bodies_exist(tmp_path, "q"))
+        await until(lambda: queue_bodies_exist(tmp_path, "q"), "the first delivery", within=5)
         await asyncio.sleep(0.1)
         # Delivered, but its row's removal waits for the next new rows (or the delay).
         assert Outbox(outbox).count() == 1 and engine.delivery.owed() == 0
         publish(broker, "in", {"n": 2})
-        await until(lambda: len(queue_bodies(tmp_path, "q")) == 2)
+        await until(lambda: len(queue_bodies(tmp_path, "q")) == 2, "the second", within=5)
         await asyncio.sleep(0.1)
         # The first row went with the second's commit; the second's removal waits now.
         [left] = Outbox(outbox).depths()

@@ -1,26 +1,29 @@
-"""Fixtures for the remote targets: moto's server (one per module) and the AWS test identity."""
+"""Fixtures for the remote targets: a broker for the engine's Bus, and a proxy that can cut
+moto's server (``moto`` and ``aws_credentials`` are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.rules.targets.moto import CREDENTIALS, MotoServer
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    try:
-        yield server
-    finally:
-        server.stop()
+from broker.server import Broker
+from tests.harness import make_settings
+from tests.moto_server import MotoServer
+from tests.rules.targets.proxy import TcpProxy
 
 
 @pytest.fixture
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The standard chain's credentials for the targets' boto3 clients (environment)."""
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+async def broker() -> AsyncIterator[Broker]:
+    """A broker without a data directory; rules engines run on its Bus."""
+    yield Broker(make_settings(), data_dir=None)
+
+
+@pytest.fixture
+def moto_proxy(moto: MotoServer) -> Iterator[TcpProxy]:
+    """A TcpProxy in front of moto: an AWS endpoint the test takes down and brings back."""
+    proxy = TcpProxy("127.0.0.1", moto.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -9,12 +9,11 @@ RabbitMQ, which the test cuts and restores. Backoff and timeouts are in hundredt
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,47 +21,46 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
-from broker.message import Message
 from broker.server import Broker
 from rules.actions import amqp
-from rules.config import AmqpSettings, DeliverySettings, RulesSettings
+from rules.config import AmqpSettings, RulesSettings
 from rules.definition import missing_extras, parse_definition
 from rules.engine import RulesEngine
 from rules.errors import RuleError
 from rules.store import StoredRule
 from tests.conftest import service_required
-from tests.harness import make_settings
+from tests.rules.engine_support import (
+    ERROR_ACTION,
+    ErrorOrigin,
+    error_origin,
+    error_payloads,
+    fast_delivery,
+    free_port,
+    one_action,
+    publish,
+    refusal,
+    rule,
+    run_rules,
+    until,
+)
 from tests.rules.targets.proxy import TcpProxy
 
 AMQP_URL = os.environ.get("THINGCORE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-def rule(name: str, sql: str, actions: list[dict[str, Any]], **extra: Any) -> StoredRule:
-    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions, **extra}
-    return StoredRule(name, payload, False, 0.0, 0.0)
-
-
 def settings(
     url: str = AMQP_URL, *, connect_timeout: float = 2.0, **delivery: Any
 ) -> RulesSettings:
-    options: dict[str, Any] = {
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-        "backoff_jitter": 0.5,
-        "max_attempts": 3,
-    }
-    options.update(delivery)
     return RulesSettings(
-        delivery=DeliverySettings(**options),
+        delivery=fast_delivery(**delivery),
         amqp=AmqpSettings(url=url, connect_timeout=connect_timeout, confirm_timeout=2.0),
     )
 
 
-def publish(
-    broker: Broker, topic: str, payload: bytes | dict[str, Any], client: str = "dev-1"
-) -> None:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    broker.publish(Message(topic, body, 1, False, client_id=client, received_at=0))
+def forward(action: dict[str, Any]) -> StoredRule:
+    """Rule ``r``: the ``n`` of each ``in/+`` message to ``action``, failures republished to
+    ``errors/...``."""
+    return rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)
 
 
 def proxied(proxy: TcpProxy) -> str:
@@ -70,23 +68,6 @@ def proxied(proxy: TcpProxy) -> str:
     parts = urlsplit(AMQP_URL)
     userinfo = parts.netloc.rpartition("@")[0]
     return parts._replace(netloc=f"{userinfo}@{proxy.url_host}").geturl()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Wait for ``condition`` (a lane's counters, say), failing after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Rabbit:
@@ -122,6 +103,13 @@ class Rabbit:
         if bind is not None:
             await queue.bind(bind[0], bind[1])
         return queue
+
+    async def routed(
+        self, routing_key: str = "k", arguments: dict[str, Any] | None = None
+    ) -> tuple[str, Any]:
+        """A topic exchange and a queue bound to it with ``routing_key``: (its name, queue)."""
+        exchange = await self.exchange()
+        return exchange, await self.queue(bind=(exchange, routing_key), arguments=arguments)
 
     async def take(self, queue: Any) -> list[Any]:
         """Every message in ``queue`` now (the outbox has drained: all are confirmed)."""
@@ -161,11 +149,6 @@ async def rabbit(name: str) -> AsyncIterator[Rabbit]:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    yield Broker(make_settings(), data_dir=None)
-
-
-@pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
     parts = urlsplit(AMQP_URL)
     server = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
@@ -173,16 +156,6 @@ def proxy() -> Iterator[TcpProxy]:
         yield server
     finally:
         server.close()
-
-
-def error_payloads(broker: Broker) -> list[dict[str, Any]]:
-    """The error action's payloads, as republished to ``errors/...`` on the Bus."""
-    errors: list[dict[str, Any]] = []
-    broker.bus.subscribe("errors/#", lambda m: errors.append(json.loads(m.payload)))
-    return errors
-
-
-ERROR_ACTION = {"republish": {"topic": "errors/${topic(2)}", "qos": 1}}
 
 
 def in_order_without_loss(messages: list[Any], expected: list[int]) -> None:
@@ -254,10 +227,8 @@ async def test_a_binary_output_goes_raw_through_the_default_exchange_to_the_name
     queue = await rabbit.queue("raw")
     action = {"amqp": {"routingKey": queue.name, "persistent": False}}
     payload = bytes(range(256))
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT * FROM 'raw/+'", [action])])
-        publish(broker, "raw/a", payload)
-        await engine.drain()
+    definition = rule("r", "SELECT * FROM 'raw/+'", [action])
+    await run_rules(settings(), broker, tmp_path, [definition], [("raw/a", payload)])
     [message] = await rabbit.take(queue)
     assert message.body == payload
     assert message.content_type == "application/octet-stream"
@@ -269,12 +240,11 @@ async def test_a_binary_output_goes_raw_through_the_default_exchange_to_the_name
 async def test_a_message_no_queue_is_bound_for_goes_to_the_error_action(
     rabbit: Rabbit, broker: Broker, tmp_path: Path
 ) -> None:
-    exchange = await rabbit.exchange()
-    bound = await rabbit.queue(bind=(exchange, "bound"))
+    exchange, bound = await rabbit.routed("bound")
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": exchange, "routingKey": "${topic(2)}"}}
     async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
+        engine.install([forward(action)])
         publish(broker, "in/bound", {"n": 1})
         publish(broker, "in/nowhere", {"n": 2}, client="dev-7")
         publish(broker, "in/bound", {"n": 3})
@@ -282,10 +252,7 @@ async def test_a_message_no_queue_is_bound_for_goes_to_the_error_action(
         rules, _ = engine.delivery.take_metrics()
     assert [json.loads(m.body)["n"] for m in await rabbit.take(bound)] == [1, 3]
     [payload] = errors
-    assert payload["ruleName"] == "r"
-    assert payload["topic"] == "in/nowhere"
-    assert payload["clientId"] == "dev-7"
-    assert json.loads(base64.b64decode(payload["base64OriginalPayload"])) == {"n": 2}
+    assert error_origin(payload) == ErrorOrigin("r", "in/nowhere", "dev-7", {"n": 2})
     [failure] = payload["failures"]
     assert failure["failedAction"] == "AmqpAction"
     assert failure["failedResource"] == exchange
@@ -300,11 +267,9 @@ async def test_without_mandatory_an_unroutable_message_is_dropped_by_the_broker(
     exchange = await rabbit.exchange()
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": exchange, "routingKey": "nobody", "mandatory": False}}
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
-        publish(broker, "in/a", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    rules, _ = await run_rules(
+        settings(), broker, tmp_path, [forward(action)], [("in/a", {"n": 1})]
+    )
     assert errors == []
     assert (rules["r"].delivered, rules["r"].failed) == (1, 0)
 
@@ -316,7 +281,7 @@ async def test_a_missing_exchange_fails_clearly_and_works_once_it_is_declared(
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": exchange, "routingKey": "k"}}
     async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
+        engine.install([forward(action)])
         for n in range(3):
             publish(broker, "in/a", {"n": n})
         await engine.drain()
@@ -346,21 +311,18 @@ async def test_a_missing_exchange_fails_clearly_and_works_once_it_is_declared(
 async def test_an_exchange_deleted_under_a_live_channel_fails_its_messages_not_the_lane(
     rabbit: Rabbit, broker: Broker, tmp_path: Path
 ) -> None:
-    exchange = await rabbit.exchange()
-    queue = await rabbit.queue(bind=(exchange, "k"))
+    exchange, queue = await rabbit.routed()
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": exchange, "routingKey": "k"}}
     async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
+        engine.install([forward(action)])
         publish(broker, "in/a", {"n": 0})
         await engine.drain()
         await rabbit.channel.exchange_delete(exchange)
         for n in range(1, 21):  # one batch, published at once into the deleted exchange
             publish(broker, "in/a", {"n": n})
         await engine.drain()
-        assert sorted(
-            json.loads(base64.b64decode(e["base64OriginalPayload"]))["n"] for e in errors
-        ) == list(range(1, 21))
+        assert sorted(error_origin(e).payload["n"] for e in errors) == list(range(1, 21))
         assert all("NOT_FOUND" in e["failures"][0]["errorMessage"] for e in errors)
         await rabbit.exchange()
         await queue.bind(exchange, "k")
@@ -372,20 +334,15 @@ async def test_an_exchange_deleted_under_a_live_channel_fails_its_messages_not_t
 async def test_a_full_queue_that_rejects_publishes_nacks_and_those_deliveries_fail(
     rabbit: Rabbit, broker: Broker, tmp_path: Path
 ) -> None:
-    exchange = await rabbit.exchange()
-    queue = await rabbit.queue(
-        bind=(exchange, "k"), arguments={"x-max-length": 3, "x-overflow": "reject-publish"}
+    exchange, queue = await rabbit.routed(
+        arguments={"x-max-length": 3, "x-overflow": "reject-publish"}
     )
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": exchange, "routingKey": "k"}}
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
-        for n in range(5):
-            publish(broker, "in/a", {"n": n})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    messages = [("in/a", {"n": n}) for n in range(5)]
+    rules, _ = await run_rules(settings(), broker, tmp_path, [forward(action)], messages)
     assert [json.loads(m.body)["n"] for m in await rabbit.take(queue)] == [0, 1, 2]
-    refused = [json.loads(base64.b64decode(e["base64OriginalPayload"]))["n"] for e in errors]
+    refused = [error_origin(e).payload["n"] for e in errors]
     assert refused == [3, 4]
     assert "basic.nack" in errors[0]["failures"][0]["errorMessage"]
     # Delivered: three messages and two error payloads.
@@ -403,8 +360,7 @@ def outage_settings(proxy: TcpProxy) -> RulesSettings:
 async def test_rabbitmq_down_for_a_while_then_back_loses_nothing(
     rabbit: Rabbit, broker: Broker, tmp_path: Path, proxy: TcpProxy
 ) -> None:
-    exchange = await rabbit.exchange()
-    queue = await rabbit.queue(bind=(exchange, "k"))
+    exchange, queue = await rabbit.routed()
     url = proxied(proxy)
     action = {"amqp": {"exchange": exchange, "routingKey": "k", "url": url}}
     key = f"amqp:{amqp.masked(url)}|{exchange}"
@@ -438,8 +394,7 @@ async def test_rabbitmq_down_for_a_while_then_back_loses_nothing(
 async def test_rabbitmq_down_before_the_first_connection_then_back(
     rabbit: Rabbit, broker: Broker, tmp_path: Path, proxy: TcpProxy
 ) -> None:
-    exchange = await rabbit.exchange()
-    queue = await rabbit.queue(bind=(exchange, "k"))
+    exchange, queue = await rabbit.routed()
     await asyncio.to_thread(proxy.down)
     action = {"amqp": {"exchange": exchange, "routingKey": "k"}}
     async with RulesEngine(outage_settings(proxy), broker.bus, data_dir=tmp_path) as engine:
@@ -463,8 +418,7 @@ async def test_rabbitmq_down_before_the_first_connection_then_back(
 async def test_a_connection_cut_while_messages_are_in_flight_loses_none(
     rabbit: Rabbit, broker: Broker, tmp_path: Path, proxy: TcpProxy
 ) -> None:
-    exchange = await rabbit.exchange()
-    queue = await rabbit.queue(bind=(exchange, "k"))
+    exchange, queue = await rabbit.routed()
     received: list[Any] = []
     first = asyncio.Event()
     total = 700
@@ -507,11 +461,8 @@ async def test_an_unreachable_broker_is_retried_then_reported_without_its_passwo
     url = f"amqp://thing:s3cret-pw@127.0.0.1:{free_port()}/"
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": "orders", "routingKey": "k", "url": url}}
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
-        publish(broker, "in/a", {"n": 1})
-        await engine.drain()
-        rules, targets = engine.delivery.take_metrics()
+    message = ("in/a", {"n": 1})
+    rules, targets = await run_rules(settings(), broker, tmp_path, [forward(action)], [message])
     [payload] = errors
     [failure] = payload["failures"]
     assert failure["failedResource"] == "orders"
@@ -533,11 +484,9 @@ async def test_a_wrong_password_is_retried_then_reported_without_the_password(
     ).geturl()
     errors = error_payloads(broker)
     action = {"amqp": {"exchange": exchange, "routingKey": "k", "url": url}}
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
-        publish(broker, "in/a", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    rules, _ = await run_rules(
+        settings(), broker, tmp_path, [forward(action)], [("in/a", {"n": 1})]
+    )
     [payload] = errors
     message = payload["failures"][0]["errorMessage"]
     assert "cannot connect" in message and "ACCESS_REFUSED" in message
@@ -557,21 +506,14 @@ async def test_a_broker_that_accepts_but_never_answers_times_out_and_is_retried(
         errors = error_payloads(broker)
         action = {"amqp": {"routingKey": "k", "url": url}}
         engine_settings = settings(connect_timeout=0.1, max_attempts=2)
-        async with RulesEngine(engine_settings, broker.bus, data_dir=tmp_path) as engine:
-            engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERROR_ACTION)])
-            publish(broker, "in/a", {"n": 1})
-            await engine.drain()
-            rules, _ = engine.delivery.take_metrics()
+        message = ("in/a", {"n": 1})
+        rules, _ = await run_rules(engine_settings, broker, tmp_path, [forward(action)], [message])
     [payload] = errors
     assert "rules.amqp.connect_timeout" in payload["failures"][0]["errorMessage"]
     assert (rules["r"].retried, rules["r"].failed) == (1, 1)
 
 
 # -- rule creation ---------------------------------------------------------------------------------
-
-
-def definition(params: dict[str, Any]) -> dict[str, Any]:
-    return {"sql": "SELECT * FROM 'in'", "actions": [{"amqp": params}]}
 
 
 @pytest.mark.parametrize(
@@ -592,24 +534,19 @@ def definition(params: dict[str, Any]) -> dict[str, Any]:
 def test_bad_parameters_are_refused_when_the_rule_is_created(
     params: dict[str, Any], expected: str
 ) -> None:
-    with pytest.raises(Exception) as caught:  # noqa: PT011 - RuleError or RuleSqlError
-        parse_definition("r", definition(params))
-    assert expected in str(caught.value)
-    assert "pw" not in str(caught.value)
+    message = refusal("amqp", params)  # a RuleError or a RuleSqlError
+    assert expected in message
+    assert "pw" not in message
 
 
 def test_a_rule_error_names_the_action_and_parameter() -> None:
-    with pytest.raises(RuleError, match=r"actions\[0\] \(amqp\): routingKey: Field required"):
-        parse_definition("r", definition({"exchange": "x"}))
+    message = refusal("amqp", {"exchange": "x"}, RuleError)
+    assert "actions[0] (amqp): routingKey: Field required" in message
 
 
 def test_templates_are_checked_and_nothing_is_missing_with_aio_pika_installed() -> None:
-    parsed = parse_definition(
-        "r",
-        definition(
-            {"exchange": "${topic()}", "routingKey": "k", "headers": {"a": "${clientid()}"}}
-        ),
-    )
+    params = {"exchange": "${topic()}", "routingKey": "k", "headers": {"a": "${clientid()}"}}
+    parsed = parse_definition("r", one_action("amqp", params))
     assert missing_extras(parsed, RulesSettings()) == []
     assert sorted(amqp.templates(parsed.actions[0].params)) == ["${clientid()}", "${topic()}", "k"]
 

@@ -10,64 +10,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import textwrap
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker.message import Message
 from broker.server import Broker
-from rules.config import AwsSettings, DeliverySettings, LocalTargetSettings, RulesSettings
+from rules.config import AwsSettings, LocalTargetSettings, RulesSettings
 from rules.engine import RulesEngine
-from rules.local.queues import QueueStore
-from rules.store import StoredRule
-from tests.harness import make_settings
-from tests.rules.targets.moto import MotoServer
+from tests.moto_server import MotoServer
+from tests.rules.engine_support import (
+    ErrorOrigin,
+    create_function,
+    error_origin,
+    fast_delivery,
+    function,
+    publish,
+    queue_bodies,
+    rule,
+    run_rules,
+)
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:enrich"
 
 
-def rule(name: str, sql: str, actions: list[dict[str, Any]], **extra: Any) -> StoredRule:
-    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions, **extra}
-    return StoredRule(name, payload, False, 0.0, 0.0)
-
-
 def settings(**options: Any) -> RulesSettings:
-    delivery = DeliverySettings(
-        backoff_initial=0.01, backoff_max=0.05, backoff_jitter=0.5, max_attempts=3
-    )
     return RulesSettings(
-        delivery=delivery,
+        delivery=fast_delivery(),
         local=LocalTargetSettings(function_timeout=5.0, function_concurrency=4),
         **options,
-    )
-
-
-def function(data_dir: Path, name: str, body: str) -> None:
-    folder = data_dir / "functions"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.py").write_text(textwrap.dedent(body))
-
-
-def queue_bodies(data_dir: Path, queue: str) -> list[Any]:
-    with QueueStore(data_dir / "queues.sqlite") as store:
-        if queue not in {q.name for q in store.queues()}:
-            return []
-        return [json.loads(m.body) for m in store.peek(queue, limit=1000)]
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    yield Broker(make_settings(), data_dir=None)
-
-
-def publish(broker: Broker, topic: str, payload: dict[str, Any]) -> None:
-    broker.publish(
-        Message(topic, json.dumps(payload).encode(), 1, False, client_id="dev-1", received_at=0)
     )
 
 
@@ -89,11 +62,9 @@ async def test_a_local_function_answers_aws_lambda_and_outputs_keep_message_orde
             return {"label": f"{event['device']}-{event['n']}", "arn": context.invoked_function_arn}
         """,
     )
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("enrich", SQL, [{"queue": {"queueName": "out"}}])])
-        for n in range(20):
-            publish(broker, "d/kitchen", {"n": n})
-        await engine.drain(20)
+    definition = rule("enrich", SQL, [{"queue": {"queueName": "out"}}])
+    messages = [("d/kitchen", {"n": n}) for n in range(20)]
+    await run_rules(settings(), broker, tmp_path, [definition], messages, within=20)
     bodies = queue_bodies(tmp_path, "out")
     assert [b["n"] for b in bodies] == list(range(20))
     assert bodies[3]["enriched"]["label"] == "kitchen-3"
@@ -166,9 +137,7 @@ async def test_a_failing_call_is_retried_then_its_payload_goes_to_the_error_acti
     assert counters.failed == 1 and counters.passed == 0
     assert queue_bodies(tmp_path, "out") == []
     [error] = queue_bodies(tmp_path, "errors")
-    assert error["ruleName"] == "enrich"
-    assert error["topic"] == "d/a"
-    assert json.loads(base64.b64decode(error["base64OriginalPayload"])) == {"n": 1}
+    assert error_origin(error) == ErrorOrigin("enrich", "d/a", "dev-1", {"n": 1})
     [failure] = error["failures"]
     assert failure["failedAction"] == "aws_lambda"
     assert failure["failedResource"] == ARN
@@ -178,10 +147,8 @@ async def test_a_failing_call_is_retried_then_its_payload_goes_to_the_error_acti
 async def test_a_missing_function_is_not_retried_and_dead_letters_without_an_error_action(
     broker: Broker, tmp_path: Path
 ) -> None:
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("enrich", SQL, [{"queue": {"queueName": "out"}}])])
-        publish(broker, "d/a", {"n": 1})
-        await engine.drain(20)
+    definition = rule("enrich", SQL, [{"queue": {"queueName": "out"}}])
+    await run_rules(settings(), broker, tmp_path, [definition], [("d/a", {"n": 1})], within=20)
     [dead] = queue_bodies(tmp_path, "enrich-dlq")
     assert dead["failures"][0]["failedAction"] == "aws_lambda"
     assert "enrich" in dead["failures"][0]["errorMessage"]
@@ -191,22 +158,12 @@ async def test_a_missing_function_is_not_retried_and_dead_letters_without_an_err
 async def test_aws_lambda_calls_lambda_synchronously_through_boto3(
     broker: Broker, tmp_path: Path, moto: MotoServer
 ) -> None:
-    iam = moto.client("iam")
-    role = iam.create_role(RoleName="sql-lambda", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    arn = moto.client("lambda").create_function(
-        FunctionName="enrich",
-        Runtime="python3.12",
-        Role=role,
-        Handler="f.handler",
-        Code={"ZipFile": _zip("def handler(e, c):\n    return e\n")},
-    )["FunctionArn"]
+    arn = create_function(moto, "enrich")
     moto.queue_lambda_result({"label": "from-lambda"})
-    options = {"aws": AwsSettings(endpoint_url=moto.url), "aws_targets": "aws"}
-    async with RulesEngine(settings(**options), broker.bus, data_dir=tmp_path) as engine:
-        sql = f"SELECT n, aws_lambda('{arn}', {{\"n\": n}}) AS enriched FROM 'd/+'"
-        engine.install([rule("enrich", sql, [{"queue": {"queueName": "out"}}])])
-        publish(broker, "d/a", {"n": 41})
-        await engine.drain(20)
+    options = settings(aws=AwsSettings(endpoint_url=moto.url), aws_targets="aws")
+    sql = f"SELECT n, aws_lambda('{arn}', {{\"n\": n}}) AS enriched FROM 'd/+'"
+    definition = rule("enrich", sql, [{"queue": {"queueName": "out"}}])
+    await run_rules(options, broker, tmp_path, [definition], [("d/a", {"n": 41})], within=20)
     assert queue_bodies(tmp_path, "out") == [{"n": 41, "enriched": {"label": "from-lambda"}}]
     [call] = [
         r
@@ -240,13 +197,3 @@ async def test_an_unreachable_lambda_endpoint_goes_to_the_error_action(
     [error] = queue_bodies(tmp_path, "errors")
     assert error["failures"][0]["failedResource"] == ARN
     assert "Could not connect" in error["failures"][0]["errorMessage"]
-
-
-def _zip(source: str) -> bytes:
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("f.py", source)
-    return buffer.getvalue()

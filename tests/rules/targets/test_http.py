@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import ssl
 import sys
 import time
@@ -25,14 +24,26 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from broker.message import Message
 from broker.server import Broker
-from rules.config import DeliverySettings, HttpSettings, RulesSettings
+from rules.config import HttpSettings, RulesSettings
 from rules.definition import missing_extras, parse_definition
 from rules.engine import RulesEngine
 from rules.store import StoredRule
 from tests.certs import TlsFiles, write_tls_files
-from tests.harness import make_settings
+from tests.rules.engine_support import (
+    ERROR_ACTION,
+    ErrorOrigin,
+    error_origin,
+    error_payloads,
+    fast_delivery,
+    free_port,
+    one_action,
+    publish,
+    refusal,
+    rule,
+    run_rules,
+    until,
+)
 from thingcore.errors import ThingcoreError
 
 MESSAGE_ID = "x-thingcore-message-id"
@@ -140,16 +151,9 @@ async def receivers(tls: TlsFiles) -> AsyncIterator[Callable[..., Awaitable[Rece
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    yield Broker(make_settings(), data_dir=None)
-
-
-def rule(name: str, sql: str, actions: list[dict[str, Any]], **extra: Any) -> StoredRule:
-    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions, **extra}
-    return StoredRule(name, payload, False, 0.0, 0.0)
-
-
-ERRORS = {"republish": {"topic": "errors/${topic(2)}", "qos": 1}}
+async def receiver(receivers: Callable[..., Awaitable[Receiver]]) -> Receiver:
+    """A TLS receiver (its certificate signed by ``tls.ca_cert``), started."""
+    return await receivers()
 
 
 def settings(
@@ -160,49 +164,24 @@ def settings(
     concurrency: int = 4,
     **delivery: Any,
 ) -> RulesSettings:
-    options: dict[str, Any] = {
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-        "backoff_jitter": 0.5,
-        "max_attempts": 3,
-    }
-    options.update(delivery)
-    return RulesSettings(
-        delivery=DeliverySettings(**options),
-        http=HttpSettings(
-            allow_insecure_http=insecure, timeout=timeout, ca_file=ca_file, concurrency=concurrency
-        ),
+    http = HttpSettings(
+        allow_insecure_http=insecure, timeout=timeout, ca_file=ca_file, concurrency=concurrency
     )
+    return RulesSettings(delivery=fast_delivery(**delivery), http=http)
 
 
-def publish(
-    broker: Broker, topic: str, payload: dict[str, Any] | bytes, client: str = "dev-1"
-) -> None:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    broker.publish(Message(topic, data, 1, False, client_id=client, received_at=0))
-
-
-def collect(broker: Broker, topic_filter: str = "errors/#") -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    broker.bus.subscribe(topic_filter, lambda m: found.append(json.loads(m.payload)))
-    return found
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.01)
+def hook(url: str) -> StoredRule:
+    """Rule ``r``: the ``n`` of each ``in/+`` message posted to ``url``, failures republished
+    to ``errors/...``."""
+    return rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": url}}], errorAction=ERROR_ACTION)
 
 
 # -- the real path -----------------------------------------------------------------------------
 
 
 async def test_a_post_arrives_with_its_body_expanded_headers_and_message_id(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     action = {
         "http": {
             "url": receiver.url("/devices/${topic(2)}?from=${clientid()}"),
@@ -213,7 +192,7 @@ async def test_a_post_arrives_with_its_body_expanded_headers_and_message_id(
             ],
         }
     }
-    errors = collect(broker)
+    errors = error_payloads(broker)
     async with RulesEngine(settings(ca_file=tls.ca_cert), broker.bus, data_dir=tmp_path) as engine:
         engine.install([rule("hook", "SELECT n, topic(2) AS room FROM 'sensors/+/t'", [action])])
         publish(broker, "sensors/kitchen/t", {"n": 1})
@@ -242,18 +221,16 @@ async def test_a_post_arrives_with_its_body_expanded_headers_and_message_id(
 
 
 async def test_a_binary_output_is_octet_stream_unless_a_header_sets_the_type(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     typed = {"key": "content-TYPE", "value": "image/${topic(2)}"}
     actions = [
         {"http": {"url": receiver.url("/plain")}},
         {"http": {"url": receiver.url("/typed"), "headers": [typed]}},
     ]
-    async with RulesEngine(settings(ca_file=tls.ca_cert), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("raw", "SELECT * FROM 'cam/+'", actions)])
-        publish(broker, "cam/png", b"\x89PNG\x00\xff")
-        await engine.drain()
+    definition = rule("raw", "SELECT * FROM 'cam/+'", actions)
+    config = settings(ca_file=tls.ca_cert)
+    await run_rules(config, broker, tmp_path, [definition], [("cam/png", b"\x89PNG\x00\xff")])
     by_path = {seen.path: seen for seen in receiver.requests}
     assert by_path["/plain"].body == b"\x89PNG\x00\xff"
     assert by_path["/plain"].headers["Content-Type"] == "application/octet-stream"
@@ -262,24 +239,16 @@ async def test_a_binary_output_is_octet_stream_unless_a_header_sets_the_type(
 
 
 async def test_https_without_trusting_the_ca_fails_verification_to_the_error_action(
-    broker: Broker, tmp_path: Path, receivers: Any
+    broker: Broker, tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     url = receiver.url("/in/${topic(2)}")
-    errors = collect(broker)
-    async with RulesEngine(settings(max_attempts=5), broker.bus, data_dir=tmp_path) as engine:
-        engine.install(
-            [rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": url}}], errorAction=ERRORS)]
-        )
-        publish(broker, "in/x", {"n": 1}, client="dev-9")
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    errors = error_payloads(broker)
+    message = ("in/x", {"n": 1})
+    config = settings(max_attempts=5)
+    rules, _ = await run_rules(config, broker, tmp_path, [hook(url)], [message], client="dev-9")
     assert receiver.requests == []
     [payload] = errors
-    assert payload["ruleName"] == "r"
-    assert payload["topic"] == "in/x"
-    assert payload["clientId"] == "dev-9"
-    assert json.loads(base64.b64decode(payload["base64OriginalPayload"])) == {"n": 1}
+    assert error_origin(payload) == ErrorOrigin("r", "in/x", "dev-9", {"n": 1})
     [failure] = payload["failures"]
     assert failure["failedAction"] == "HttpAction"
     assert failure["failedResource"] == receiver.url("/in/x")
@@ -290,19 +259,12 @@ async def test_https_without_trusting_the_ca_fails_verification_to_the_error_act
 
 
 async def test_a_ca_file_that_cannot_be_loaded_is_named_in_the_error(
-    broker: Broker, tmp_path: Path, receivers: Any
+    broker: Broker, tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     url = receiver.url("/hook")
-    errors = collect(broker)
+    errors = error_payloads(broker)
     options = settings(ca_file=tmp_path / "missing.pem", max_attempts=5)
-    async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        engine.install(
-            [rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": url}}], errorAction=ERRORS)]
-        )
-        publish(broker, "in/x", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    rules, _ = await run_rules(options, broker, tmp_path, [hook(url)], [("in/x", {"n": 1})])
     assert receiver.requests == []
     [failure] = errors[0]["failures"]
     assert "rules.http.ca_file" in failure["errorMessage"]
@@ -314,15 +276,10 @@ async def test_plain_http_is_refused_unless_allow_insecure_http(
     broker: Broker, tmp_path: Path, receivers: Any
 ) -> None:
     receiver: Receiver = await receivers(secure=False)
-    definition = rule(
-        "r", "SELECT n FROM 'in/+'", [{"http": {"url": receiver.url("/hook")}}], errorAction=ERRORS
-    )
-    errors = collect(broker)
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path / "refused") as engine:
-        engine.install([definition])
-        publish(broker, "in/x", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    definition = hook(receiver.url("/hook"))
+    errors = error_payloads(broker)
+    refused = tmp_path / "refused"
+    rules, _ = await run_rules(settings(), broker, refused, [definition], [("in/x", {"n": 1})])
     assert receiver.requests == []
     [failure] = errors[0]["failures"]
     assert failure["failedResource"] == receiver.url("/hook")
@@ -331,28 +288,20 @@ async def test_plain_http_is_refused_unless_allow_insecure_http(
 
     errors.clear()
     allowed = settings(insecure=True)
-    async with RulesEngine(allowed, broker.bus, data_dir=tmp_path / "allowed") as engine:
-        engine.install([definition])
-        publish(broker, "in/x", {"n": 2})
-        await engine.drain()
+    await run_rules(allowed, broker, tmp_path / "allowed", [definition], [("in/x", {"n": 2})])
     assert errors == []
     [seen] = receiver.requests
     assert seen.path == "/hook" and seen.json() == {"n": 2}
 
 
 async def test_a_5xx_is_retried_and_delivered_once_with_the_same_message_id(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     receiver.script = [status(503, b"busy"), status(500)]
-    errors = collect(broker)
+    errors = error_payloads(broker)
     options = settings(ca_file=tls.ca_cert, max_attempts=5)
-    async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        action = {"http": {"url": receiver.url("/hook")}}
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERRORS)])
-        publish(broker, "in/x", {"n": 1})
-        await engine.drain()
-        rules, targets = engine.delivery.take_metrics()
+    definition = hook(receiver.url("/hook"))
+    rules, targets = await run_rules(options, broker, tmp_path, [definition], [("in/x", {"n": 1})])
     assert errors == []
     assert len(receiver.requests) == 3
     assert len({seen.message_id for seen in receiver.requests}) == 1
@@ -362,21 +311,14 @@ async def test_a_5xx_is_retried_and_delivered_once_with_the_same_message_id(
 
 
 async def test_a_404_is_not_retried_and_quotes_the_start_of_the_body(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     receiver.script = [status(404, b"no such device: " + b"x" * 1000)]
-    errors = collect(broker)
+    errors = error_payloads(broker)
     # Credentials in the URL reach the server but never the error payload.
     url = receiver.url("/hook").replace("://", "://hook:pa55word@")
     options = settings(ca_file=tls.ca_cert, max_attempts=5)
-    async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        engine.install(
-            [rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": url}}], errorAction=ERRORS)]
-        )
-        publish(broker, "in/x", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    rules, _ = await run_rules(options, broker, tmp_path, [hook(url)], [("in/x", {"n": 1})])
     [seen] = receiver.requests
     assert seen.headers["Authorization"] == "Basic " + base64.b64encode(b"hook:pa55word").decode()
     [failure] = errors[0]["failures"]
@@ -389,15 +331,13 @@ async def test_a_404_is_not_retried_and_quotes_the_start_of_the_body(
 
 
 async def test_a_timeout_is_retried_with_the_same_message_id(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     receiver.script = [slow(1.0), slow(1.0)]
-    errors = collect(broker)
+    errors = error_payloads(broker)
     options = settings(ca_file=tls.ca_cert, timeout=0.2, max_attempts=5)
     async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        action = {"http": {"url": receiver.url("/hook")}}
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERRORS)])
+        engine.install([hook(receiver.url("/hook"))])
         started = time.monotonic()
         publish(broker, "in/x", {"n": 1})
         await engine.drain()
@@ -414,21 +354,19 @@ async def test_a_timeout_is_retried_with_the_same_message_id(
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 async def test_an_endpoint_down_for_a_while_gets_every_delivery_when_back(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any, concurrency: int
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver, concurrency: int
 ) -> None:
-    receiver: Receiver = await receivers()
-    errors = collect(broker)
+    errors = error_payloads(broker)
     options = settings(ca_file=tls.ca_cert, concurrency=concurrency, max_attempts=1000)
     async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        action = {"http": {"url": receiver.url("/n/${n}")}}
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [action], errorAction=ERRORS)])
+        engine.install([hook(receiver.url("/n/${n}"))])
         publish(broker, "in/x", {"n": 0})
         await engine.drain()  # a keep-alive connection is pooled now
         await receiver.stop()
         for n in range(1, 21):
             publish(broker, "in/x", {"n": n})
         lane = engine.delivery.lanes[f"http:https://127.0.0.1:{receiver.port}"]
-        await until(lambda: lane.counters.retried >= 3)
+        await until(lambda: lane.counters.retried >= 3, "retries while it is down", within=5.0)
         assert lane.depth == 20 and lane.retry_at is not None
         await receiver.start()  # the same port
         await engine.drain()
@@ -443,19 +381,10 @@ async def test_an_endpoint_down_for_a_while_gets_every_delivery_when_back(
 async def test_an_unreachable_endpoint_ends_in_the_error_action_after_its_retries(
     broker: Broker, tmp_path: Path, tls: TlsFiles
 ) -> None:
-    with socket.socket() as probe:  # a port where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"https://127.0.0.1:{port}/hook"
-    errors = collect(broker)
+    url = f"https://127.0.0.1:{free_port()}/hook"  # a port where nothing listens
+    errors = error_payloads(broker)
     options = settings(ca_file=tls.ca_cert, max_attempts=3)
-    async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        engine.install(
-            [rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": url}}], errorAction=ERRORS)]
-        )
-        publish(broker, "in/x", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    rules, _ = await run_rules(options, broker, tmp_path, [hook(url)], [("in/x", {"n": 1})])
     [failure] = errors[0]["failures"]
     assert failure["failedResource"] == url
     assert "Cannot connect" in failure["errorMessage"]
@@ -463,9 +392,8 @@ async def test_an_unreachable_endpoint_ends_in_the_error_action_after_its_retrie
 
 
 async def test_concurrency_bounds_the_requests_in_flight(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     in_flight = 0
     most = 0
     full = asyncio.Event()
@@ -485,30 +413,28 @@ async def test_concurrency_bounds_the_requests_in_flight(
 
     receiver.script = [hold] * 9
     options = settings(ca_file=tls.ca_cert, concurrency=3)
-    async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": receiver.url("/")}}])])
-        for n in range(9):
-            publish(broker, "in/x", {"n": n})
-        await engine.drain()
+    definition = rule("r", "SELECT n FROM 'in/+'", [{"http": {"url": receiver.url("/")}}])
+    messages = [("in/x", {"n": n}) for n in range(9)]
+    await run_rules(options, broker, tmp_path, [definition], messages)
     assert len(receiver.requests) == 9
     assert most == 3
 
 
 async def test_what_a_template_makes_unsendable_fails_alone_without_retries(
-    broker: Broker, tmp_path: Path, tls: TlsFiles, receivers: Any
+    broker: Broker, tmp_path: Path, tls: TlsFiles, receiver: Receiver
 ) -> None:
-    receiver: Receiver = await receivers()
     actions = [
         {"http": {"url": "${target}"}},
         {"http": {"url": receiver.url("/ok"), "headers": [{"key": "X-Name", "value": "${name}"}]}},
     ]
-    errors = collect(broker)
-    async with RulesEngine(settings(ca_file=tls.ca_cert), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'in/+'", actions, errorAction=ERRORS)])
-        publish(broker, "in/x", {"n": 1, "target": "ftp://files/x", "name": "a\r\nX-Evil: 1"})
-        publish(broker, "in/y", {"n": 2, "target": receiver.url("/t"), "name": "fine"})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    errors = error_payloads(broker)
+    definition = rule("r", "SELECT n FROM 'in/+'", actions, errorAction=ERROR_ACTION)
+    messages = [
+        ("in/x", {"n": 1, "target": "ftp://files/x", "name": "a\r\nX-Evil: 1"}),
+        ("in/y", {"n": 2, "target": receiver.url("/t"), "name": "fine"}),
+    ]
+    config = settings(ca_file=tls.ca_cert)
+    rules, _ = await run_rules(config, broker, tmp_path, [definition], messages)
     assert sorted(seen.path for seen in receiver.requests) == ["/ok", "/t"]
     assert "X-Evil" not in receiver.requests[0].headers
     [payload] = errors
@@ -522,7 +448,7 @@ async def test_what_a_template_makes_unsendable_fails_alone_without_retries(
 
 
 def definition(params: Any) -> Any:
-    return parse_definition("r", {"sql": "SELECT * FROM 'a/+'", "actions": [{"http": params}]})
+    return parse_definition("r", one_action("http", params, sql="SELECT * FROM 'a/+'"))
 
 
 @pytest.mark.parametrize(
@@ -554,10 +480,9 @@ def definition(params: Any) -> Any:
     ],
 )
 def test_bad_parameters_are_refused_when_the_rule_is_created(params: Any, problem: str) -> None:
-    with pytest.raises(ThingcoreError) as caught:
-        definition(params)
-    assert problem in str(caught.value)
-    assert "(http)" in str(caught.value)
+    message = refusal("http", params)
+    assert problem in message
+    assert "(http)" in message
 
 
 def test_a_bad_template_is_refused_when_the_rule_is_created() -> None:

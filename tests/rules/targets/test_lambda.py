@@ -6,12 +6,8 @@ rule creation."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import sys
-import textwrap
-import zipfile
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,53 +17,24 @@ import pytest
 from broker.server import Broker
 from rules.actions.lambda_ import function_name
 from rules.definition import missing_extras, parse_definition
-from rules.delivery import DeliveryCounters
 from rules.engine import RulesEngine
 from rules.errors import RuleError
-from tests.harness import make_settings
-from tests.rules.targets.moto import MotoServer
-from tests.rules.targets.proxy import TcpProxy
-from tests.rules.targets.test_s3 import (
-    add,
+from tests.moto_server import MotoServer
+from tests.rules.engine_support import (
+    aws_settings,
+    create_function,
+    function,
+    one_action,
     publish,
     queue_bodies,
-    retried_while,
+    refusal,
     rule,
-    settings,
+    run_rules,
+    through_an_outage,
 )
+from tests.rules.targets.proxy import TcpProxy
 
 pytestmark = pytest.mark.usefixtures("aws_credentials")
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    yield Broker(make_settings(), data_dir=None)
-
-
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", moto.port)
-    try:
-        yield proxy
-    finally:
-        proxy.close()
-
-
-def create_function(moto: MotoServer, name: str) -> str:
-    """A function in moto (its code never runs: moto's Lambda without Docker); its ARN."""
-    role = moto.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument="{}")
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
-    created = moto.client("lambda").create_function(
-        FunctionName=name,
-        Runtime="python3.12",
-        Role=role["Role"]["Arn"],
-        Handler="handler.handler",
-        Code={"ZipFile": code.getvalue()},
-    )
-    arn: str = created["FunctionArn"]
-    return arn
 
 
 def invocations(moto: MotoServer, function: str) -> list[dict[str, Any]]:
@@ -90,7 +57,7 @@ async def test_each_output_is_an_asynchronous_invocation_with_it_as_the_event(
     arns = {room: create_function(moto, f"{name}-{room}") for room in "ab"}
     template = arns["a"].removesuffix("-a") + "-${topic(2)}"  # the function picked per message
     action = {"lambda": {"functionArn": template}}
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
+    async with RulesEngine(aws_settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
         engine.install([rule("fn", "SELECT n, topic() AS t FROM 'in/+'", [action])])
         for n in range(20):  # more than the 8 invocations at once of one target
             publish(broker, f"in/{'ab'[n % 2]}", {"n": n})
@@ -115,7 +82,7 @@ async def test_a_binary_output_goes_to_the_error_action_with_the_advice_aws_give
         [{"lambda": {"functionArn": arn}}],
         errorAction={"queue": {"queueName": "errors"}},
     )
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
+    async with RulesEngine(aws_settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
         engine.install([definition])
         publish(broker, "raw", b"\x00\xff binary")
         await engine.drain()
@@ -137,60 +104,45 @@ async def test_without_an_endpoint_it_runs_the_local_function_of_that_name(
     # A rule copied from AWS (a qualified ARN even), no endpoint, aws_targets unset: it works
     # offline with functions/enrich.py.
     seen = tmp_path / "seen.jsonl"
-    folder = tmp_path / "functions"
-    folder.mkdir()
-    (folder / "enrich.py").write_text(
-        textwrap.dedent(
-            f"""
-            import json
+    function(
+        tmp_path,
+        "enrich",
+        f"""
+        import json
 
-            def handler(event, context):
-                with open({str(seen)!r}, "a") as f:
-                    f.write(json.dumps(event) + "\\n")
-            """
-        )
+        def handler(event, context):
+            with open({str(seen)!r}, "a") as f:
+                f.write(json.dumps(event) + "\\n")
+        """,
     )
     arn = "arn:aws:lambda:us-east-1:123456789012:function:enrich:prod"
-    local = settings(None, aws_targets=None)
+    local = aws_settings(None, aws_targets=None)
     assert local.aws_mode("lambda") == "local"
-    async with RulesEngine(local, broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("fn", "SELECT n FROM 'in'", [{"lambda": {"functionArn": arn}}])])
-        for n in range(3):
-            publish(broker, "in", {"n": n})
-        await engine.drain()
-        _, targets = engine.delivery.take_metrics()
+    definition = rule("fn", "SELECT n FROM 'in'", [{"lambda": {"functionArn": arn}}])
+    messages = [("in", {"n": n}) for n in range(3)]
+    _, targets = await run_rules(local, broker, tmp_path, [definition], messages)
     events = [json.loads(line) for line in seen.read_text().splitlines()]
     assert sorted(e["n"] for e in events) == [0, 1, 2]
     assert targets[f"lambda:{arn}"][0].delivered == 3
 
 
 async def test_lambda_down_for_a_while_gets_every_invocation_when_back(
-    moto: MotoServer, proxy: TcpProxy, broker: Broker, tmp_path: Path, name: str
+    moto: MotoServer, moto_proxy: TcpProxy, broker: Broker, tmp_path: Path, name: str
 ) -> None:
     arn = create_function(moto, name)
-    config = settings(f"http://{proxy.url_host}", max_attempts=100_000)
-    total = DeliveryCounters()
-    async with RulesEngine(config, broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("fn", "SELECT n FROM 'in'", [{"lambda": {"functionArn": arn}}])])
-        proxy.down()
-        for n in range(20):
-            publish(broker, "in", {"n": n})
-        await retried_while(engine, total)
-        assert invocations(moto, arn) == []
-        proxy.up()
-        await engine.drain(within=30)
-        add(total, engine)
-    assert total.retried > 0
-    assert (total.delivered, total.failed) == (20, 0)
+    definition = rule("fn", "SELECT n FROM 'in'", [{"lambda": {"functionArn": arn}}])
+    outage = await through_an_outage(
+        broker, tmp_path, moto_proxy, definition, 20, lambda: invocations(moto, arn)
+    )
+    assert outage.seen_while_down == []
+    assert outage.owed_after == 0
+    assert outage.total.retried > 0
+    assert (outage.total.delivered, outage.total.failed) == (20, 0)
     # Concurrent asynchronous invocations: every one exactly once, in no set order.
     assert sorted(event(r)["n"] for r in invocations(moto, arn)) == list(range(20))
 
 
 # -- rule creation -------------------------------------------------------------------------------
-
-
-def definition(params: dict[str, Any]) -> dict[str, Any]:
-    return {"sql": "SELECT * FROM 'in'", "actions": [{"lambda": params}]}
 
 
 @pytest.mark.parametrize(
@@ -208,10 +160,9 @@ def definition(params: dict[str, Any]) -> dict[str, Any]:
 def test_bad_parameters_are_refused_when_the_rule_is_made(
     params: dict[str, Any], expected: str
 ) -> None:
-    with pytest.raises(RuleError) as caught:
-        parse_definition("r", definition(params))
-    assert "rule r: actions[0] (lambda)" in str(caught.value)
-    assert expected in str(caught.value)
+    message = refusal("lambda", params, RuleError)
+    assert "rule r: actions[0] (lambda)" in message
+    assert expected in message
 
 
 @pytest.mark.parametrize(
@@ -231,8 +182,8 @@ def test_the_local_function_is_the_one_the_arn_names(arn: str, name: str) -> Non
 def test_boto3_is_needed_only_where_the_action_goes_to_aws(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    parsed = parse_definition("r", definition({"functionArn": "f"}))
+    parsed = parse_definition("r", one_action("lambda", {"functionArn": "f"}))
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if it were not installed
-    assert missing_extras(parsed, settings(None, aws_targets=None)) == []
-    [problem] = missing_extras(parsed, settings(None, aws_targets="aws"))
+    assert missing_extras(parsed, aws_settings(None, aws_targets=None)) == []
+    [problem] = missing_extras(parsed, aws_settings(None, aws_targets="aws"))
     assert "lambda action" in problem and "pip install 'thingcore[aws]'" in problem

@@ -7,72 +7,56 @@ hundredths of a second, and ``engine.drain()`` waits until every delivery is don
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from broker.message import Message
 from broker.server import Broker
 from rules.actions.sns import _in_order
-from rules.config import AwsSettings, DeliverySettings, RulesSettings
+from rules.config import AwsSettings, RulesSettings
 from rules.definition import missing_extras, parse_definition
 from rules.engine import RulesEngine
 from rules.errors import TargetError
 from rules.local.queues import QueueStore
 from rules.local.topics import TopicStore
 from rules.store import StoredRule
-from tests.harness import make_settings
-from tests.rules.targets.moto import MotoServer
+from tests.moto_server import MotoServer
+from tests.rules.engine_support import (
+    ERROR_ACTION,
+    ErrorOrigin,
+    aws_settings,
+    error_origin,
+    error_payloads,
+    fast_delivery,
+    one_action,
+    publish,
+    refusal,
+    rule,
+    run_rules,
+    until,
+)
 from tests.rules.targets.proxy import TcpProxy
-from thingcore.errors import ThingcoreError
 
 LOCAL_ARN = "arn:aws:sns:us-east-1:123456789012:${topic(2)}"
 
 
-def rule(name: str, sql: str, actions: list[dict[str, Any]], **extra: Any) -> StoredRule:
-    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions, **extra}
-    return StoredRule(name, payload, False, 0.0, 0.0)
+def settings(endpoint: str | None = None, **delivery: Any) -> RulesSettings:
+    """Local topics without an endpoint; SNS at ``endpoint`` (moto, or a proxy) with one."""
+    if endpoint is None:
+        return RulesSettings(delivery=fast_delivery(**delivery))
+    return aws_settings(endpoint, **delivery)
 
 
-def settings(*, aws: AwsSettings | None = None, **delivery: Any) -> RulesSettings:
-    options: dict[str, Any] = {
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-        "backoff_jitter": 0.5,
-        "max_attempts": 3,
-    }
-    options.update(delivery)
-    if aws is None:
-        return RulesSettings(delivery=DeliverySettings(**options))
-    return RulesSettings(delivery=DeliverySettings(**options), aws=aws, aws_targets="aws")
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    yield Broker(make_settings(), data_dir=None)
-
-
-def publish(broker: Broker, topic: str, payload: dict[str, Any], client: str = "dev-1") -> None:
-    broker.publish(
-        Message(topic, json.dumps(payload).encode(), 1, False, client_id=client, received_at=0)
-    )
-
-
-def errors_of(broker: Broker) -> list[dict[str, Any]]:
-    """The error payloads a rule's ``errorAction`` republishes to ``errors/...``."""
-    errors: list[dict[str, Any]] = []
-    broker.bus.subscribe("errors/#", lambda m: errors.append(json.loads(m.payload)))
-    return errors
-
-
-ERROR_ACTION = {"republish": {"topic": "errors/${topic(2)}", "qos": 1}}
+def to_local_topics(sql: str) -> StoredRule:
+    """Rule ``r``: ``sql``'s outputs to the local topic that ``topic(2)`` names, failures
+    republished to ``errors/...``."""
+    return rule("r", sql, [{"sns": {"targetArn": LOCAL_ARN}}], errorAction=ERROR_ACTION)
 
 
 # -- local topics -------------------------------------------------------------------------------
@@ -96,12 +80,9 @@ async def test_local_mode_fans_each_output_out_to_the_subscribed_queues(
     broker: Broker, tmp_path: Path, local_topic: TopicStore
 ) -> None:
     action = {"sns": {"targetArn": LOCAL_ARN, "roleArn": "arn:aws:iam::1:role/r"}}
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("fan", "SELECT n FROM 'sensors/+/t'", [action])])
-        for n in range(20):
-            publish(broker, "sensors/alerts/t", {"n": n})
-        await engine.drain()
-        rules, targets = engine.delivery.take_metrics()
+    definition = rule("fan", "SELECT n FROM 'sensors/+/t'", [action])
+    messages = [("sensors/alerts/t", {"n": n}) for n in range(20)]
+    rules, targets = await run_rules(settings(), broker, tmp_path, [definition], messages)
     assert (rules["fan"].delivered, rules["fan"].failed) == (20, 0)
     assert list(targets) == ["sns:arn:aws:sns:us-east-1:123456789012:alerts"]
 
@@ -125,10 +106,8 @@ async def test_local_mode_json_format_gives_queues_the_sqs_text(
 ) -> None:
     action = {"sns": {"targetArn": LOCAL_ARN, "messageFormat": "JSON"}}
     sql = "SELECT 'for everyone' AS default, concat('t=', t) AS sqs FROM 'sensors/+/t'"
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("structured", sql, [action])])
-        publish(broker, "sensors/alerts/t", {"t": 21})
-        await engine.drain()
+    definition = rule("structured", sql, [action])
+    await run_rules(settings(), broker, tmp_path, [definition], [("sensors/alerts/t", {"t": 21})])
     with QueueStore(tmp_path / "queues.sqlite") as queues:
         [raw] = queues.peek("pager")
         [wrapped] = queues.peek("audit")
@@ -139,23 +118,14 @@ async def test_local_mode_json_format_gives_queues_the_sqs_text(
 async def test_an_unknown_local_topic_goes_to_the_error_action_with_aws_payload(
     broker: Broker, tmp_path: Path, local_topic: TopicStore
 ) -> None:
-    errors = errors_of(broker)
-    definition = rule(
-        "r",
-        "SELECT n FROM 'sensors/+/t'",
-        [{"sns": {"targetArn": LOCAL_ARN}}],
-        errorAction=ERROR_ACTION,
+    errors = error_payloads(broker)
+    definition = to_local_topics("SELECT n FROM 'sensors/+/t'")
+    message = ("sensors/ghost/t", {"n": 1})
+    rules, _ = await run_rules(
+        settings(), broker, tmp_path, [definition], [message], client="dev-9"
     )
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([definition])
-        publish(broker, "sensors/ghost/t", {"n": 1}, client="dev-9")
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
     [payload] = errors
-    assert payload["ruleName"] == "r"
-    assert payload["topic"] == "sensors/ghost/t"
-    assert payload["clientId"] == "dev-9"
-    assert json.loads(base64.b64decode(payload["base64OriginalPayload"])) == {"n": 1}
+    assert error_origin(payload) == ErrorOrigin("r", "sensors/ghost/t", "dev-9", {"n": 1})
     [failure] = payload["failures"]
     assert failure["failedAction"] == "SnsAction"
     assert failure["failedResource"] == "arn:aws:sns:us-east-1:123456789012:ghost"
@@ -168,17 +138,9 @@ async def test_an_unknown_local_topic_goes_to_the_error_action_with_aws_payload(
 async def test_a_binary_output_to_a_local_topic_fails_for_good_saying_how_to_send_it(
     broker: Broker, tmp_path: Path, local_topic: TopicStore
 ) -> None:
-    errors = errors_of(broker)
-    definition = rule(
-        "r",
-        "SELECT * FROM 'sensors/+/t'",
-        [{"sns": {"targetArn": LOCAL_ARN}}],
-        errorAction=ERROR_ACTION,
-    )
-    async with RulesEngine(settings(), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([definition])
-        broker.publish(Message("sensors/alerts/t", b"\xff\x00", 1, False, client_id="d"))
-        await engine.drain()
+    errors = error_payloads(broker)
+    definition = to_local_topics("SELECT * FROM 'sensors/+/t'")
+    await run_rules(settings(), broker, tmp_path, [definition], [("sensors/alerts/t", b"\xff\x00")])
     [payload] = errors
     assert "must be UTF-8 text" in payload["failures"][0]["errorMessage"]
     assert "encode(*, 'base64')" in payload["failures"][0]["errorMessage"]
@@ -227,22 +189,16 @@ def test_after_a_retryable_failure_the_rest_of_the_batch_waits_behind_it() -> No
 def test_bad_parameters_are_refused_when_the_rule_is_made(
     params: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ThingcoreError) as caught:
-        parse_definition("r", {"sql": "SELECT * FROM 'in'", "actions": [{"sns": params}]})
-    assert message in str(caught.value)
+    assert message in refusal("sns", params)
 
 
 def test_boto3_is_needed_only_where_the_action_goes_to_aws(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    definition = parse_definition(
-        "r",
-        {"sql": "SELECT * FROM 'in'", "actions": [{"sns": {"targetArn": LOCAL_ARN}}]},
-    )
+    definition = parse_definition("r", one_action("sns", {"targetArn": LOCAL_ARN}))
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if it were not installed
     assert missing_extras(definition, settings()) == []
-    aws = settings(aws=AwsSettings(endpoint_url="http://127.0.0.1:9"))
-    [problem] = missing_extras(definition, aws)
+    [problem] = missing_extras(definition, settings("http://127.0.0.1:9"))
     assert "needs boto3" in problem
     assert "pip install 'thingcore[aws]'" in problem
     # An endpoint for SNS alone sends SNS to AWS; another service's endpoint does not.
@@ -304,13 +260,9 @@ async def test_aws_mode_publishes_to_the_sns_topic_and_its_sqs_subscriber_gets_i
 ) -> None:
     fan = MotoFanOut(moto, name)
     action = {"sns": {"targetArn": fan.arn}}
-    aws = AwsSettings(endpoint_url=moto.url)
-    async with RulesEngine(settings(aws=aws), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("r", "SELECT n FROM 'sensors/+/t'", [action])])
-        for n in range(12):
-            publish(broker, "sensors/a/t", {"n": n})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    definition = rule("r", "SELECT n FROM 'sensors/+/t'", [action])
+    messages = [("sensors/a/t", {"n": n}) for n in range(12)]
+    rules, _ = await run_rules(settings(moto.url), broker, tmp_path, [definition], messages)
     assert (rules["r"].delivered, rules["r"].failed) == (12, 0)
     envelopes = [json.loads(body) for body in fan.received(12)]
     assert [json.loads(e["Message"]) for e in envelopes] == [{"n": n} for n in range(12)]
@@ -328,11 +280,10 @@ async def test_aws_mode_json_format_sends_a_message_structure(
     broker: Broker, tmp_path: Path, moto: MotoServer, name: str
 ) -> None:
     fan = MotoFanOut(moto, name, raw=True)
-    errors = errors_of(broker)
+    errors = error_payloads(broker)
     action = {"sns": {"targetArn": fan.arn, "messageFormat": "JSON"}}
     sql = "SELECT 'for everyone' AS default, concat('t=', t) AS sqs FROM 'sensors/+/t'"
-    aws = AwsSettings(endpoint_url=moto.url)
-    async with RulesEngine(settings(aws=aws), broker.bus, data_dir=tmp_path) as engine:
+    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
         engine.install(
             [
                 rule("structured", sql, [action]),
@@ -362,17 +313,13 @@ async def test_aws_mode_json_format_sends_a_message_structure(
 async def test_aws_mode_an_unknown_topic_is_not_found_and_not_retried(
     broker: Broker, tmp_path: Path, moto: MotoServer, name: str
 ) -> None:
-    errors = errors_of(broker)
+    errors = error_payloads(broker)
     arn = f"arn:aws:sns:us-east-1:123456789012:{name}-missing"
     definition = rule(
         "r", "SELECT n FROM 'sensors/+/t'", [{"sns": {"targetArn": arn}}], errorAction=ERROR_ACTION
     )
-    aws = AwsSettings(endpoint_url=moto.url)
-    async with RulesEngine(settings(aws=aws), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([definition])
-        publish(broker, "sensors/a/t", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    message = ("sensors/a/t", {"n": 1})
+    rules, _ = await run_rules(settings(moto.url), broker, tmp_path, [definition], [message])
     [payload] = errors
     [failure] = payload["failures"]
     assert failure["failedAction"] == "SnsAction"
@@ -383,38 +330,26 @@ async def test_aws_mode_an_unknown_topic_is_not_found_and_not_retried(
 
 @pytest.mark.usefixtures("aws_credentials")
 async def test_aws_mode_an_outage_loses_nothing_and_keeps_the_order(
-    broker: Broker, tmp_path: Path, moto: MotoServer, name: str
+    broker: Broker, tmp_path: Path, moto: MotoServer, moto_proxy: TcpProxy, name: str
 ) -> None:
     fan = MotoFanOut(moto, name)
-    proxy = TcpProxy("127.0.0.1", moto.port)
-    try:
-        aws = AwsSettings(
-            endpoint_url=f"http://127.0.0.1:{proxy.port}", connect_timeout=0.5, read_timeout=5
-        )
-        options = settings(aws=aws, max_attempts=1000)
-        action = {"sns": {"targetArn": fan.arn}}
-        async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
-            engine.install([rule("r", "SELECT n FROM 'sensors/+/t'", [action])])
-            publish(broker, "sensors/a/t", {"n": 0})
-            await engine.drain()  # a first message opens the client's connection
+    options = settings(f"http://{moto_proxy.url_host}", max_attempts=1000)
+    action = {"sns": {"targetArn": fan.arn}}
+    async with RulesEngine(options, broker.bus, data_dir=tmp_path) as engine:
+        engine.install([rule("r", "SELECT n FROM 'sensors/+/t'", [action])])
+        publish(broker, "sensors/a/t", {"n": 0})
+        await engine.drain()  # a first message opens the client's connection
 
-            proxy.down()
-            for n in range(1, 16):
-                publish(broker, "sensors/a/t", {"n": n})
-            lane = engine.delivery.lanes[f"sns:{fan.arn}"]
-
-            async def retried() -> None:
-                # The lane signals nothing on a retry: its counter is polled, with a deadline.
-                while lane.counters.retried < 3:  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-
-            await asyncio.wait_for(retried(), 10)
-            assert engine.delivery.owed() == 15  # all waiting, none given up
-            proxy.up()
-            await engine.drain()
-            rules, _ = engine.delivery.take_metrics()
-    finally:
-        proxy.close()
+        moto_proxy.down()
+        for n in range(1, 16):
+            publish(broker, "sensors/a/t", {"n": n})
+        lane = engine.delivery.lanes[f"sns:{fan.arn}"]
+        # The lane signals nothing on a retry: its counter is polled, with a deadline.
+        await until(lambda: lane.counters.retried >= 3, "deliveries retried while it is down")
+        assert engine.delivery.owed() == 15  # all waiting, none given up
+        moto_proxy.up()
+        await engine.drain()
+        rules, _ = engine.delivery.take_metrics()
     assert rules["r"].failed == 0
     assert rules["r"].delivered == 16
     assert rules["r"].retried >= 3

@@ -9,7 +9,6 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +19,26 @@ from rules.actions.sqs import SqsTarget
 from rules.aws import AwsClients
 from rules.config import AwsSettings
 from rules.definition import missing_extras, parse_definition
-from rules.delivery import Delivery, DeliveryCounters, Origin
+from rules.delivery import Delivery, Origin
 from rules.engine import RulesEngine
 from rules.errors import RuleError
 from rules.local.queues import QueueStore
-from tests.harness import make_settings
-from tests.rules.targets.moto import MotoServer
-from tests.rules.targets.proxy import TcpProxy
-from tests.rules.targets.test_s3 import (
-    add,
+from tests.moto_server import MotoServer
+from tests.rules.engine_support import (
+    ErrorOrigin,
+    aws_settings,
+    error_origin,
+    one_action,
     publish,
     queue_bodies,
-    retried_while,
+    refusal,
     rule,
-    settings,
+    run_rules,
+    through_an_outage,
 )
+from tests.rules.targets.proxy import TcpProxy
 
 pytestmark = pytest.mark.usefixtures("aws_credentials")
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    yield Broker(make_settings(), data_dir=None)
-
-
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", moto.port)
-    try:
-        yield proxy
-    finally:
-        proxy.close()
 
 
 def receive_all(sqs: Any, url: str, count: int, within: float = 10) -> list[dict[str, Any]]:
@@ -86,7 +74,7 @@ async def test_messages_arrive_with_their_bodies_and_attributes(
     urls = {room: sqs.create_queue(QueueName=f"{name}-{room}")["QueueUrl"] for room in "ab"}
     template = urls["a"].removesuffix("-a") + "-${topic(2)}"  # the queue picked per message
     action = {"sqs": {"queueUrl": template, "roleArn": "arn:aws:iam::123456789012:role/iot"}}
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
+    async with RulesEngine(aws_settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
         engine.install([rule("fwd", "SELECT n FROM 'sensors/+'", [action])])
         for n in range(50):  # more than one batch of ten per queue
             publish(broker, f"sensors/{'ab'[n % 2]}", {"n": n})
@@ -109,7 +97,7 @@ async def test_use_base64_sends_a_binary_output_as_base64_text(
     sqs = moto.client("sqs")
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     action = {"sqs": {"queueUrl": url, "useBase64": True}}
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
+    async with RulesEngine(aws_settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
         engine.install(
             [
                 rule("raw", "SELECT * FROM 'raw'", [action]),
@@ -136,12 +124,8 @@ async def test_a_binary_output_without_use_base64_fails_saying_to_set_it(
         [{"sqs": {"queueUrl": url}}],
         errorAction={"queue": {"queueName": "errors"}},
     )
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([definition])
-        publish(broker, "raw", b"\x00\xff\xfe binary")
-        publish(broker, "raw", b"plain text is fine")
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    messages = [("raw", b"\x00\xff\xfe binary"), ("raw", b"plain text is fine")]
+    rules, _ = await run_rules(aws_settings(moto.url), broker, tmp_path, [definition], messages)
     [payload] = queue_bodies(tmp_path, "errors")
     [failure] = payload["failures"]
     assert failure["failedAction"] == "SqsAction"
@@ -159,7 +143,7 @@ async def test_a_fifo_queue_gets_the_rule_as_group_and_the_delivery_id_for_dedup
 ) -> None:
     sqs = moto.client("sqs")
     url = sqs.create_queue(QueueName=f"{name}.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
+    async with RulesEngine(aws_settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
         engine.install([rule("ordered", "SELECT n FROM 'in'", [{"sqs": {"queueUrl": url}}])])
         for n in range(25):
             publish(broker, "in", {"n": n})
@@ -211,13 +195,10 @@ async def test_a_queue_that_does_not_exist_goes_to_the_error_action_without_retr
         [{"sqs": {"queueUrl": url}}],
         errorAction={"queue": {"queueName": "errors"}},
     )
-    async with RulesEngine(settings(moto.url), broker.bus, data_dir=tmp_path) as engine:
-        engine.install([definition])
-        publish(broker, "in/x", {"n": 1})
-        await engine.drain()
-        rules, _ = engine.delivery.take_metrics()
+    config = aws_settings(moto.url)
+    rules, _ = await run_rules(config, broker, tmp_path, [definition], [("in/x", {"n": 1})])
     [payload] = queue_bodies(tmp_path, "errors")
-    assert (payload["ruleName"], payload["topic"]) == ("fwd", "in/x")
+    assert error_origin(payload) == ErrorOrigin("fwd", "in/x", "dev-1", {"n": 1})
     [failure] = payload["failures"]
     assert failure["failedAction"] == "SqsAction"
     assert failure["failedResource"] == url
@@ -235,7 +216,7 @@ async def test_without_an_endpoint_it_sends_to_the_local_queue_the_url_names(
         {"sqs": {"queueUrl": f"{base}/orders"}},
         {"sqs": {"queueUrl": f"{base}/jobs.fifo", "useBase64": True}},
     ]
-    local = settings(None, aws_targets=None)
+    local = aws_settings(None, aws_targets=None)
     assert local.aws_mode("sqs") == "local"
     async with RulesEngine(local, broker.bus, data_dir=tmp_path) as engine:
         engine.install([rule("fwd", "SELECT n FROM 'in'", actions)])
@@ -250,36 +231,25 @@ async def test_without_an_endpoint_it_sends_to_the_local_queue_the_url_names(
 
 
 async def test_sqs_down_for_a_while_gets_every_message_in_order_when_back(
-    moto: MotoServer, proxy: TcpProxy, broker: Broker, tmp_path: Path, name: str
+    moto: MotoServer, moto_proxy: TcpProxy, broker: Broker, tmp_path: Path, name: str
 ) -> None:
     sqs = moto.client("sqs")
     # The queue's URL names moto itself; the endpoint (the proxy) is where requests go.
     url = sqs.create_queue(QueueName=f"{name}.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    config = settings(f"http://{proxy.url_host}", max_attempts=100_000)
-    total = DeliveryCounters()
-    async with RulesEngine(config, broker.bus, data_dir=tmp_path) as engine:
-        engine.install([rule("ordered", "SELECT n FROM 'in'", [{"sqs": {"queueUrl": url}}])])
-        proxy.down()
-        for n in range(60):
-            publish(broker, "in", {"n": n})
-        await retried_while(engine, total)
-        assert left(sqs, url) == 0
-        proxy.up()
-        await engine.drain(within=30)
-        add(total, engine)
-        assert engine.delivery.outbox.count() == 0
-    assert total.retried > 0
-    assert (total.delivered, total.failed) == (60, 0)
+    definition = rule("ordered", "SELECT n FROM 'in'", [{"sqs": {"queueUrl": url}}])
+    outage = await through_an_outage(
+        broker, tmp_path, moto_proxy, definition, 60, lambda: left(sqs, url)
+    )
+    assert outage.seen_while_down == 0
+    assert outage.owed_after == 0
+    assert outage.total.retried > 0
+    assert (outage.total.delivered, outage.total.failed) == (60, 0)
     messages = receive_all(sqs, url, 60)
     assert [json.loads(m["Body"])["n"] for m in messages] == list(range(60))
     assert left(sqs, url) == 0
 
 
 # -- rule creation -------------------------------------------------------------------------------
-
-
-def definition(params: dict[str, Any]) -> dict[str, Any]:
-    return {"sql": "SELECT * FROM 'in'", "actions": [{"sqs": params}]}
 
 
 @pytest.mark.parametrize(
@@ -296,22 +266,21 @@ def definition(params: dict[str, Any]) -> dict[str, Any]:
 def test_bad_parameters_are_refused_when_the_rule_is_made(
     params: dict[str, Any], expected: str
 ) -> None:
-    with pytest.raises(RuleError) as caught:
-        parse_definition("r", definition(params))
-    assert "rule r: actions[0] (sqs)" in str(caught.value)
-    assert expected in str(caught.value)
+    message = refusal("sqs", params, RuleError)
+    assert "rule r: actions[0] (sqs)" in message
+    assert expected in message
 
 
 def test_a_templated_url_is_checked_when_delivered_not_before() -> None:
-    parsed = parse_definition("r", definition({"queueUrl": "${queue}"}))
+    parsed = parse_definition("r", one_action("sqs", {"queueUrl": "${queue}"}))
     assert parsed.actions[0].params.queue_url == "${queue}"
 
 
 def test_boto3_is_needed_only_where_the_action_goes_to_aws(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    parsed = parse_definition("r", definition({"queueUrl": "https://h/1/q"}))
+    parsed = parse_definition("r", one_action("sqs", {"queueUrl": "https://h/1/q"}))
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if it were not installed
-    assert missing_extras(parsed, settings(None, aws_targets=None)) == []
-    [problem] = missing_extras(parsed, settings(None, aws_targets="aws"))
+    assert missing_extras(parsed, aws_settings(None, aws_targets=None)) == []
+    [problem] = missing_extras(parsed, aws_settings(None, aws_targets="aws"))
     assert "sqs action" in problem and "pip install 'thingcore[aws]'" in problem

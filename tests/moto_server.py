@@ -12,13 +12,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.rules.engine_support import free_port
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -29,16 +30,9 @@ CREDENTIALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class MotoServer:
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
         command = ([executable] if executable else [sys.executable, "-m", "moto.server"]) + [
