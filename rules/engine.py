@@ -115,6 +115,7 @@ class RulesEngine:
             settings.external_concurrency, thread_name_prefix="rules-external"
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lambda_invoker = self._invoke_lambda  # bound once, not per message
         self.dropped = 0
         """Outputs refused because ``action_queue_size`` outputs were waiting for a commit."""
         self.data_dir = data_dir
@@ -339,7 +340,7 @@ class RulesEngine:
             account_id=self.account_id,
             rule_name=rule_name,
             shadow_reader=self.shadow_reader,
-            lambda_invoker=self._invoke_lambda,
+            lambda_invoker=self._lambda_invoker,
         )
 
     def _on_message(self, message: Message) -> None:
