@@ -176,6 +176,36 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TriggerSettings:
+    """Functions invoked by schedules, queue batches and bucket writes (``rules.triggers``)."""
+
+    enabled: bool = True
+    scan_interval: float = 2.0
+    """Seconds between looks at the functions folder for added, changed or removed events."""
+    poll_interval: float = 0.5
+    """Seconds an idle queue or bucket source waits before it looks for new work again."""
+    max_attempts: int = 3
+    """Tries of a scheduled or bucket-triggered invocation (Lambda's asynchronous invocation:
+    the first and two retries); then the event goes to the local queue ``<function>-dlq``."""
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    """Seconds between those tries, doubling (queue batches wait out their visibility timeout
+    instead, as SQS does)."""
+    bucket_events_retention: float = 86_400.0
+    """Seconds a bucket's object-created events are kept for sources that have not read them."""
+
+    def __post_init__(self) -> None:
+        if self.scan_interval <= 0 or self.poll_interval <= 0:
+            raise ValueError("scan_interval and poll_interval must be greater than 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_initial must be > 0 and at most backoff_max")
+        if self.bucket_events_retention <= 0:
+            raise ValueError("bucket_events_retention must be greater than 0")
+
+
+@dataclass(frozen=True, slots=True)
 class RulesSettings:
     enabled: bool = True
     """Evaluate the rules stored in the database against every published message."""
@@ -201,6 +231,7 @@ class RulesSettings:
     aws: AwsSettings = field(default_factory=AwsSettings)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    triggers: TriggerSettings = field(default_factory=TriggerSettings)
 
     def __post_init__(self) -> None:
         if self.action_queue_size < 1:

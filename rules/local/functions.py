@@ -11,6 +11,9 @@ sidecar ``<directory>/<name>.toml`` overrides its settings::
     [environment]           # variables set in its workers
     GREETING = "hello"
 
+    [[events]]              # what invokes it besides rules (``rules.triggers.config``)
+    schedule = "rate(1 hour)"
+
 Modules whose names begin with ``_`` are helpers the handlers may import, not functions.
 
 ``FunctionRunner`` lives in the server's event loop and never blocks it: each worker is a
@@ -57,12 +60,14 @@ import sys
 import tomllib
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from rules.errors import TargetError
+from rules.triggers.config import Event, describe_event, parse_events
 
 if TYPE_CHECKING:
     from rules.config import LocalTargetSettings
@@ -87,7 +92,7 @@ LOG_DRAIN = 1.0
 LOG_MAX_BYTES = 10 * 1024 * 1024
 MAX_LOG_LINE = 64 * 1024
 """Longer lines are split: a handler printing without newlines must not grow a buffer."""
-SIDECAR_KEYS = ("handler", "timeout", "memory_mb", "concurrency", "environment")
+SIDECAR_KEYS = ("handler", "timeout", "memory_mb", "concurrency", "environment", "events")
 
 _REPORT = b"REPORT RequestId: "
 
@@ -118,6 +123,8 @@ class FunctionInfo:
     concurrency: int
     environment: tuple[tuple[str, str], ...] = ()
     """Variables from the sidecar's ``[environment]`` table, in file order."""
+    events: tuple[Event, ...] = ()
+    """What invokes it besides rules: the sidecar's ``[[events]]`` (``rules.triggers``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +135,7 @@ class FunctionInfo:
             "memoryMb": self.memory_mb,
             "concurrency": self.concurrency,
             "environment": dict(self.environment),
+            "events": [describe_event(e) for e in self.events],
         }
 
 
@@ -363,6 +371,9 @@ class FunctionRunner:
         region: For ``context.invoked_function_arn``.
         account_id: For ``context.invoked_function_arn``.
         log_max_bytes: Size at which a function's log is rotated to ``<name>.log.1``.
+        environment: Variables every worker gets (the server gives the local stores' paths,
+            ``THINGCORE_BUCKETS_DIR`` and ``THINGCORE_QUEUES_PATH``, so handlers can write
+            objects and messages); a function's own ``[environment]`` wins.
     """
 
     def __init__(
@@ -377,6 +388,7 @@ class FunctionRunner:
         region: str = "us-east-1",
         account_id: str = "000000000000",
         log_max_bytes: int = LOG_MAX_BYTES,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be greater than 0")
@@ -395,6 +407,7 @@ class FunctionRunner:
         self.region = region
         self.account_id = account_id
         self.log_max_bytes = log_max_bytes
+        self.environment = dict(environment or {})
         self._infos: dict[str, tuple[FunctionInfo, tuple[int, ...]]] = {}
         self._pools: dict[str, _Pool] = {}
         self._workers: set[_Worker] = set()
@@ -417,6 +430,11 @@ class FunctionRunner:
             concurrency=settings.function_concurrency,
             region=region,
             account_id=account_id,
+            environment={
+                "THINGCORE_DATA_DIR": str(data_dir.absolute()),
+                "THINGCORE_BUCKETS_DIR": str(settings.buckets(data_dir).absolute()),
+                "THINGCORE_QUEUES_PATH": str(settings.queues(data_dir).absolute()),
+            },
         )
 
     async def __aenter__(self) -> FunctionRunner:
@@ -448,7 +466,7 @@ class FunctionRunner:
 
     def functions(self) -> list[FunctionInfo]:
         """Every function in the directory, by name (FunctionError for an invalid sidecar)."""
-        return [self.info(name) for name in self._names()]
+        return [self.info(name) for name in self.names()]
 
     def info(self, name: str) -> FunctionInfo:
         """The function ``name`` as its files define it now."""
@@ -459,7 +477,8 @@ class FunctionRunner:
         _check_name(name)
         return self.log_dir / f"{name}.log"
 
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
+        """The functions in the directory (their files are not read)."""
         try:
             entries = list(self.directory.iterdir())
         except OSError:  # missing, not a directory, unreadable: no functions to offer
@@ -516,10 +535,11 @@ class FunctionRunner:
             memory_mb=overrides.get("memory_mb", self.memory_mb),
             concurrency=overrides.get("concurrency", self.concurrency),
             environment=tuple(environment.items()),
+            events=overrides.get("events", ()),
         )
 
     def _not_found(self, name: str) -> FunctionError:
-        names = self._names()
+        names = self.names()
         if names:
             there = f"functions there: {', '.join(names)}"
         elif self.directory.is_dir():
@@ -681,6 +701,7 @@ class FunctionRunner:
         env.setdefault("AWS_REGION", self.region)
         if info.memory_mb is not None:
             env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(info.memory_mb)
+        env.update(self.environment)
         env.update(info.environment)
         return env
 
@@ -884,4 +905,9 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
             if not key or "=" in key or "\0" in key or "\0" in value:
                 raise _config_error(path, f"{key!r} cannot be an environment variable")
         overrides["environment"] = dict(environment)
+    if "events" in data:
+        try:
+            overrides["events"] = parse_events(data["events"])
+        except ValueError as exc:
+            raise _config_error(path, str(exc)) from None
     return overrides

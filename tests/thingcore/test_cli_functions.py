@@ -82,6 +82,7 @@ def test_ls_lists_functions_in_text_and_json(cli: Cli) -> None:
         "memoryMb": None,
         "concurrency": 4,
         "environment": {},
+        "events": [],
     }
     assert (listed[1]["handler"], listed[1]["timeout"], listed[1]["memoryMb"]) == (
         "main",
@@ -89,10 +90,37 @@ def test_ls_lists_functions_in_text_and_json(cli: Cli) -> None:
         128,
     )
     table = cli.ok("functions", "ls").stdout
-    assert cells(table, "name") == ["name", "handler", "timeout", "memory", "concurrency", "file"]
-    assert cells(table, "echo") == ["echo", "handler", "3 s", "-", "4", str(directory / "echo.py")]
+    assert cells(table, "name") == [
+        *("name", "handler", "timeout", "memory", "concurrency", "events", "file")
+    ]
+    assert cells(table, "echo") == [
+        *("echo", "handler", "3 s", "-", "4", "-", str(directory / "echo.py"))
+    ]
     assert cells(table, "resize")[:5] == ["resize", "main", "10 s", "128 MB", "4"]
     assert "_helpers" not in table
+
+
+def test_ls_shows_the_events_that_invoke_each_function(cli: Cli) -> None:
+    events = (
+        '[[events]]\nqueue = "jobs"\nbatch_size = 5\nbatch_window = 1.5\n'
+        '[[events]]\nbucket = "uploads"\nprefix = "images/"\nsuffix = ".jpg"\n'
+    )
+    write(cli, "worker", ECHO, sidecar=events)
+    [listed] = cli.json("functions", "ls")["functions"]
+    assert listed["events"] == [
+        {"queue": "jobs", "batch_size": 5, "batch_window": 1.5},
+        {"bucket": "uploads", "prefix": "images/", "suffix": ".jpg"},
+    ]
+    table = cli.ok("functions", "ls").stdout
+    assert "queue jobs (5 per batch, 1.5 s)" in table
+    assert "bucket uploads/images/*.jpg" in table
+
+
+def test_ls_names_an_invalid_event_and_its_file(cli: Cli) -> None:
+    write(cli, "worker", ECHO, sidecar='[[events]]\nqueue = "jobs"\nbatch_size = 0\n')
+    ran = cli.run("functions", "ls")
+    assert ran.code == 1
+    assert "worker.toml" in ran.stderr and "events[0].batch_size must be 1 to 10000" in ran.stderr
 
 
 def test_ls_with_an_invalid_sidecar_is_one_error_line(cli: Cli) -> None:

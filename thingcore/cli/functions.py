@@ -20,6 +20,7 @@ import typer
 from rich.console import RenderableType
 
 from rules.local.functions import FunctionError, FunctionInfo, FunctionRunner, Invocation
+from rules.triggers.config import Event, QueueEvent, ScheduleEvent
 from thingcore.cli.common import (
     DataDir,
     Json,
@@ -68,7 +69,7 @@ def render_functions(functions: list[FunctionInfo], directory: Path) -> Renderab
             '        return {"hello": event}'
         )
     return listing(
-        ("name", "handler", "timeout", "memory", "concurrency", "file"),
+        ("name", "handler", "timeout", "memory", "concurrency", "events", "file"),
         (
             (
                 f.name,
@@ -76,12 +77,23 @@ def render_functions(functions: list[FunctionInfo], directory: Path) -> Renderab
                 f"{f.timeout:g} s",
                 f"{f.memory_mb} MB" if f.memory_mb is not None else "-",
                 str(f.concurrency),
+                "\n".join(event_text(e) for e in f.events) or "-",
                 str(f.path),
             )
             for f in functions
         ),
         fold=("file",),
     )
+
+
+def event_text(event: Event) -> str:
+    """One ``[[events]]`` entry in a few words: ``queue jobs (10 per batch, 2 s)``."""
+    if isinstance(event, ScheduleEvent):
+        return event.expression
+    if isinstance(event, QueueEvent):
+        window = f", {event.batch_window:g} s" if event.batch_window else ""
+        return f"queue {event.queue} ({event.batch_size} per batch{window})"
+    return f"bucket {event.bucket}/{event.prefix}*{event.suffix}"
 
 
 def failure_line(error: FunctionError) -> str:
@@ -96,7 +108,8 @@ def failure_line(error: FunctionError) -> str:
 
 
 def ls(data_dir: DataDir = None, as_json: Json = False) -> None:
-    """List the functions: name, handler, timeout, memory limit, concurrency and file.
+    """List the functions: name, handler, timeout, memory limit, concurrency, the events that
+    invoke them (schedules, queues, buckets: their sidecar's `[[events]]`) and file.
 
     Example: `thingcore functions ls --json`
     """

@@ -714,6 +714,7 @@ def test_listing_and_settings(tmp_path: Path) -> None:
         "memoryMb": 128,
         "concurrency": 1,
         "environment": {},
+        "events": [],
     }
     assert listed[1]["concurrency"] == 4
     json.dumps(listed)

@@ -1,0 +1,1 @@
+"""Function triggers beyond rules: schedules, queue batches and bucket writes (event sources)."""
