@@ -18,6 +18,16 @@ inode, size and modification time of the body it describes; a body that does not
 sidecar (a crash between the two renames, or a file replaced by hand) is described from the
 file itself, with content type ``application/octet-stream``, so nothing written is ever lost or
 misdescribed.
+
+Every put appends an object-created event to the bucket event log,
+``<root>/.thingcore-events.sqlite`` (``rules.triggers.bucket_log``), which functions subscribed
+to the bucket (``[[events]] bucket = ...``) tail. The append is the last step of a put, inside
+it: a put that returns has logged its event; a crash after the object's rename and before the
+append leaves the object without its event, and repeating the put (as the rules outbox repeats
+a delivery until it returns) writes the object and logs the event again. An overwrite is logged
+like any put (S3's ``ObjectCreated:Put``). Deletes are not logged: there are no
+``ObjectRemoved`` events yet. The log is opened on the first put, so a store that never writes
+never creates it; bucket names cannot begin with ``.``, so it is never taken for a bucket.
 """
 
 from __future__ import annotations
@@ -39,16 +49,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rules.config import LocalTargetSettings
 from rules.errors import TargetError
+
+if TYPE_CHECKING:
+    from rules.triggers.bucket_log import BucketEventLog
 
 META_DIR = ".thingcore-meta"
 """The sidecar folder in each bucket (a reserved key segment, never listed)."""
 RESERVED_PREFIX = ".thingcore-"
 """Key segments beginning with this are thingcore's own files (sidecars, temporary files)."""
 TMP_PREFIX = ".thingcore-tmp-"
+EVENTS_FILE = ".thingcore-events.sqlite"
+"""The bucket event log in the root folder (``rules.triggers.bucket_log``)."""
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_KEY_BYTES = 1024
 """S3's limit on an object key, in bytes of UTF-8."""
@@ -262,17 +277,44 @@ class _Entry:
 
 
 class BucketStore:
-    """The buckets under one root folder; safe to use from several threads at once."""
+    """The buckets under one root folder; safe to use from several threads at once.
 
-    def __init__(self, root: Path) -> None:
+    Args:
+        root: The folder of the buckets (created by the first put).
+        synchronous: SQLite ``synchronous`` of the event log: NORMAL survives a killed
+            process, FULL a power loss.
+    """
+
+    def __init__(self, root: Path, *, synchronous: str = "NORMAL") -> None:
         self.root = root
+        self.events_path = root / EVENTS_FILE
+        """The bucket event log every put appends to."""
+        self.synchronous = synchronous
         # Striped: puts to one key take turns (so body and sidecar stay a pair), puts to
         # different keys mostly run side by side, and the number of locks is bounded.
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._events: BucketEventLog | None = None
+        self._events_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: LocalTargetSettings, data_dir: Path) -> BucketStore:
-        return cls(settings.buckets(data_dir))
+        return cls(settings.buckets(data_dir), synchronous=settings.synchronous)
+
+    def events(self) -> BucketEventLog:
+        """The bucket event log, opened (and created) on first use."""
+        with self._events_lock:
+            if self._events is None:
+                from rules.triggers.bucket_log import BucketEventLog
+
+                self._events = BucketEventLog(self.events_path, synchronous=self.synchronous)
+            return self._events
+
+    def close(self) -> None:
+        """Close the event log if it is open (a later put opens it again)."""
+        with self._events_lock:
+            if self._events is not None:
+                self._events.close()
+                self._events = None
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -286,7 +328,13 @@ class BucketStore:
         metadata: dict[str, str] | None = None,
         message_id: str | None = None,
     ) -> ObjectInfo:
-        """Store ``body`` as ``key``, creating the bucket and replacing any object of that key."""
+        """Store ``body`` as ``key``, creating the bucket and replacing any object of that key,
+        and log the object-created event (see the module docstring).
+
+        Raises:
+            BucketError: An invalid name or argument, a collision with a folder of objects, or
+                a disk or event log failure (``retryable``: the put may be repeated whole).
+        """
         check_bucket(bucket)
         segments = check_key(key)
         user_metadata = check_metadata(metadata)
@@ -332,6 +380,9 @@ class BucketStore:
                 # The body is in place and describes itself (as application/octet-stream);
                 # the delivery is retried for its metadata.
                 raise _disk_error("write the metadata of", meta_path, exc) from None
+            # Under the key's lock, so the log orders one key's events as its writes. A failure
+            # here fails the put: repeated, it writes the object again and logs the event.
+            self.events().append(bucket, key, info.size, info.etag, at=info.last_modified)
         return info
 
     def delete(self, bucket: str, key: str) -> bool:
