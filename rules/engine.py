@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from rules.local.functions import FunctionRunner
     from rules.local.queues import QueueStore
     from rules.local.topics import TopicStore
+    from rules.triggers.service import TriggerService
 
 log = logging.getLogger("thingcore.rules")
 
@@ -123,6 +124,8 @@ class RulesEngine:
         self._buckets: BucketStore | None = None
         self._functions: FunctionRunner | None = None
         self._topics: TopicStore | None = None
+        self.triggers: TriggerService | None = None
+        """Functions' schedules, queue batches and bucket writes (with a data directory)."""
         self.aws = AwsClients(settings.aws)
         # Without a data directory (tests, embedding) the outbox lives in memory.
         outbox_path = Path(":memory:") if data_dir is None else data_dir / "outbox.sqlite"
@@ -158,6 +161,8 @@ class RulesEngine:
         if self.store is not None:
             await self.reload()
         await self.delivery.start()
+        if self.settings.triggers.enabled and self.data_dir is not None:
+            await self._start_triggers(self.data_dir)
         self._ingest = self.bus.subscribe(INGEST_FILTER, self._on_ingest, exclusive=True)
         self._tasks = [
             asyncio.create_task(self._act(), name="rules-external"),
@@ -165,7 +170,27 @@ class RulesEngine:
         ]
         return self
 
+    async def _start_triggers(self, data_dir: Path) -> None:
+        # One function runner and queue store for rules and triggers alike: one pool of warm
+        # workers per function, one connection to the queue file.
+        from rules.triggers.context import TriggerContext
+        from rules.triggers.service import TriggerService
+
+        context = TriggerContext(
+            self._open_functions(),
+            self._open_queues,
+            self._open_buckets,
+            self.settings.triggers,
+            data_dir,
+            region=self.region,
+            account_id=self.account_id,
+        )
+        self.triggers = await TriggerService(context).__aenter__()
+
     async def __aexit__(self, *exc: object) -> None:
+        if self.triggers is not None:
+            await self.triggers.__aexit__(None, None, None)
+            self.triggers = None
         for subscription in self._subscriptions.values():
             subscription.cancel()
         self._subscriptions.clear()
@@ -187,6 +212,8 @@ class RulesEngine:
             await self._functions.aclose()
         if self._topics is not None:
             self._topics.close()
+        if self._buckets is not None:
+            self._buckets.close()
         if self._queues is not None:
             self._queues.close()
 
@@ -329,6 +356,7 @@ class RulesEngine:
     # -- the dispatch path ----------------------------------------------------------------------
 
     def _context(self, message: Message, topic: str, rule_name: str = "") -> EvalContext:
+        properties = message.properties
         return EvalContext(
             topic=topic,
             payload=message.payload,
@@ -341,6 +369,8 @@ class RulesEngine:
             rule_name=rule_name,
             shadow_reader=self.shadow_reader,
             lambda_invoker=self._lambda_invoker,
+            response_topic=properties.response_topic if properties is not None else None,
+            correlation_data=properties.correlation_data if properties is not None else None,
         )
 
     def _on_message(self, message: Message) -> None:
