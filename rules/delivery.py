@@ -20,6 +20,7 @@ Each delivery has a stable ``message_id`` that every retry and redelivery repeat
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -69,7 +70,8 @@ def follow(first: asyncio.Future[None], then: asyncio.Future[None]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """The message a delivery came from: for the error payload and error-action templates."""
+    """The message a delivery came from: for the error payload and error-action templates, and
+    (an MQTT 5 request's response topic and correlation data) for a function's reply."""
 
     topic: str
     payload: bytes
@@ -77,6 +79,8 @@ class Origin:
     principal: str | None
     received_ms: int
     trace_id: str
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
 
     @classmethod
     def of(cls, ctx: EvalContext) -> Origin:
@@ -84,19 +88,34 @@ class Origin:
         if trace is None:
             # Made here unless a rule asked for traceid() already; the same from now on.
             trace = ctx.trace_id = new_id()
-        return cls(ctx.topic, ctx.payload, ctx.client_id, ctx.principal, ctx.received_ms, trace)
+        return cls(
+            ctx.topic,
+            ctx.payload,
+            ctx.client_id,
+            ctx.principal,
+            ctx.received_ms,
+            trace,
+            ctx.response_topic,
+            ctx.correlation_data,
+        )
 
     def meta(self) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "topic": self.topic,
             "clientId": self.client_id,
             "principal": self.principal,
             "receivedMs": self.received_ms,
             "traceId": self.trace_id,
         }
+        if self.response_topic is not None:
+            meta["responseTopic"] = self.response_topic
+        if self.correlation_data is not None:
+            meta["correlationData"] = b64(self.correlation_data)
+        return meta
 
     @classmethod
     def from_row(cls, meta: dict[str, Any], payload: bytes) -> Origin:
+        correlation = meta.get("correlationData")
         return cls(
             meta["topic"],
             payload,
@@ -104,6 +123,8 @@ class Origin:
             meta.get("principal"),
             meta["receivedMs"],
             meta["traceId"],
+            meta.get("responseTopic"),
+            None if correlation is None else base64.b64decode(correlation),
         )
 
     def context(self, rule: str, account_id: str) -> EvalContext:
@@ -116,6 +137,8 @@ class Origin:
             received_ms=self.received_ms,
             account_id=account_id,
             rule_name=rule,
+            response_topic=self.response_topic,
+            correlation_data=self.correlation_data,
         )
 
 

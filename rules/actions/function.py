@@ -5,6 +5,11 @@ the function) or thingcore's ``functionName``; both are templates. Like Lambda's
 invocation, the handler's return value is not used; an error or a timeout is retried with the
 outbox's backoff, then goes to the error action. The delivery's stable id is the context's
 ``message_id``, for handlers that must not act twice.
+
+Beyond AWS, ``reply: true`` makes the function the responder of MQTT 5 request-response: when
+the message that matched carried a response topic, the handler's return value is published
+there as JSON (QoS 1) with the request's correlation data, so a device can call a function
+and wait for its answer.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import Field, model_validator
 
+from broker.properties import Properties
 from rules.actions.base import (
     ParamsModel,
+    Publish,
     Resolved,
     TargetEnv,
     exactly_one,
@@ -40,6 +47,8 @@ FAILED_ACTION = "FunctionAction"
 class FunctionAction(ParamsModel):
     function_name: str | None = Field(default=None, alias="functionName", min_length=1)
     function_arn: str | None = Field(default=None, alias="functionArn", min_length=1)
+    reply: bool = False
+    """Publish the return value to the request's MQTT 5 response topic (if it has one)."""
 
     @model_validator(mode="after")
     def _one_name(self) -> FunctionAction:
@@ -59,7 +68,10 @@ def resolve(params: FunctionAction, output: Any, ctx: EvalContext, version: str)
         name = substitute(params.function_name, ctx, version)
     else:
         name = last_segment(substitute(params.function_arn or "", ctx, version), ":")
-    return Resolved(f"function:{name}", {"function": name}, output_payload(output))
+    params_out: dict[str, Any] = {"function": name}
+    if params.reply:
+        params_out["reply"] = True
+    return Resolved(f"function:{name}", params_out, output_payload(output))
 
 
 def event_of(body: bytes) -> Any:
@@ -71,9 +83,10 @@ def event_of(body: bytes) -> Any:
 
 
 class FunctionTarget:
-    def __init__(self, runner: FunctionRunner, name: str) -> None:
+    def __init__(self, runner: FunctionRunner, name: str, publish: Publish | None = None) -> None:
         self._runner = runner
         self._name = name
+        self._publish = publish
         try:
             self.batch_limit = runner.info(name).concurrency
         except TargetError:
@@ -81,7 +94,7 @@ class FunctionTarget:
 
     async def _invoke(self, delivery: Delivery) -> TargetError | None:
         try:
-            await self._runner.invoke(
+            answer = await self._runner.invoke(
                 self._name,
                 event_of(delivery.body),
                 request_id=delivery.message_id,
@@ -89,6 +102,26 @@ class FunctionTarget:
             )
         except TargetError as exc:
             return exc
+        origin = delivery.origin
+        if delivery.params.get("reply") and origin.response_topic and self._publish is not None:
+            properties = Properties(
+                payload_format_indicator=1,
+                content_type="application/json",
+                correlation_data=origin.correlation_data,
+            )
+            try:
+                self._publish(
+                    origin.response_topic,
+                    orjson.dumps(answer.value),
+                    1,
+                    properties,
+                    delivery.depth,
+                )
+            except Exception as exc:  # noqa: BLE001 - an invalid response topic, say
+                return TargetError(
+                    f"function {self._name} answered, but its reply to "
+                    f"{origin.response_topic!r} could not be published: {exc}"
+                )
         return None
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[TargetError | None]:
@@ -100,7 +133,7 @@ class FunctionTarget:
 
 
 def open_target(key: str, env: TargetEnv) -> FunctionTarget:
-    return FunctionTarget(env.functions(), key.partition(":")[2])
+    return FunctionTarget(env.functions(), key.partition(":")[2], env.publish)
 
 
 def resource(params: dict[str, Any]) -> str:

@@ -44,6 +44,9 @@ class EvalContext:
     shadow_reader: ShadowReader | None = None
     """``get_thing_shadow``; None where no shadow store is attached (the function is then
     Undefined)."""
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    """An MQTT 5 request's: where a function action with ``reply`` publishes its answer."""
     lambda_invoker: LambdaInvoker | None = None
     """``aws_lambda``; None where no function can be called (``rules test``: Undefined)."""
     _document: Any = field(default=None, init=False, repr=False)
