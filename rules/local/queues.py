@@ -478,6 +478,26 @@ class QueueStore(SqliteFile):
         rows = heapq.nsmallest(count, ready + expired, key=lambda r: (-r[4], r[0]))
         return [_message(row, None, row[7]) for row in rows]
 
+    def create_queue(self, queue: str) -> bool:
+        """Create an empty queue; False if it exists (idempotent, as SQS's CreateQueue)."""
+        check_queue_name(queue)
+        with self._transaction(write=True) as db:
+            made = db.execute(
+                "INSERT OR IGNORE INTO queues (name, created_at, dead_letter) VALUES (?, ?, ?)",
+                (queue, self._clock(), is_dead_letter_name(queue)),
+            ).rowcount
+        return made > 0
+
+    def delete_queue(self, queue: str) -> int:
+        """Delete ``queue`` with its messages (its dead-letter queue stays); how many went.
+        ``QueueError`` if there is no such queue."""
+        check_queue_name(queue)
+        with self._transaction(write=True) as db:
+            self._require(db, queue)
+            count: int = db.execute("DELETE FROM messages WHERE queue = ?", (queue,)).rowcount
+            db.execute("DELETE FROM queues WHERE name = ?", (queue,))
+        return count
+
     def purge(self, queue: str) -> int:
         """Delete every message of ``queue`` (visible and in flight); how many."""
         check_queue_name(queue)

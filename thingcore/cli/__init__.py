@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from thingcore.cli import (
+    apply,
     buckets,
     ca,
     capture,
@@ -44,6 +45,7 @@ app.command("serve")(serve.serve)
 app.command("version")(version.version)
 app.command("capture")(capture.capture)
 app.command("targets")(targets.targets)
+app.command("apply")(apply.apply)
 app.add_typer(things.app, name="things")
 app.add_typer(types.app, name="types")
 app.add_typer(groups.app, name="groups")

@@ -679,3 +679,17 @@ def test_ack_needs_a_received_message(store: QueueStore) -> None:
     [peeked] = store.peek("orders")
     with pytest.raises(QueueError, match="only a received message"):
         QueueConsumer(store, "orders").ack(peeked)
+
+
+def test_queues_are_created_empty_and_deleted_with_their_messages(tmp_path: Path) -> None:
+    with QueueStore(tmp_path / "q.sqlite") as store:
+        assert store.create_queue("jobs") is True
+        assert store.create_queue("jobs") is False  # idempotent
+        assert store.info("jobs").visible == 0
+        store.send_batch([SendItem("jobs", b"a", "1"), SendItem("jobs", b"b", "2")])
+        assert store.delete_queue("jobs") == 2
+        assert "jobs" not in {q.name for q in store.queues()}
+        with pytest.raises(QueueError, match="no queue named jobs"):
+            store.delete_queue("jobs")
+        with pytest.raises(QueueError):
+            store.create_queue("not a name")
