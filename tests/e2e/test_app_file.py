@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_examples import FAST, cli, mosquitto_pub, objects, until
+from tests.e2e.example_support import FAST, cli, mosquitto_pub, objects, until
 from tests.thingcore.test_cli import ServeProcess
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "app"

@@ -18,56 +18,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.thingcore.test_cli import ServeProcess, run_cli
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-FAST = {
-    "THINGCORE_RULES__TRIGGERS__SCAN_INTERVAL": "0.2",
-    "THINGCORE_RULES__TRIGGERS__POLL_INTERVAL": "0.05",
-    "THINGCORE_RULES__METRICS_FLUSH_INTERVAL": "0.2",
-}
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def cli(data: Path, *args: str) -> Any:
-    done = run_cli(*args, "--json", "--data-dir", str(data), cwd=data.parent)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout) if done.stdout.strip() else None
-
-
-def install(example: str, data: Path) -> None:
-    """What the example's README says: copy its functions, apply its rules."""
-    (data / "functions").mkdir(parents=True)
-    for path in (EXAMPLES / example / "functions").iterdir():
-        shutil.copy(path, data / "functions" / path.name)
-    applied = cli(data, "rules", "apply", str(EXAMPLES / example / "rules"))
-    assert applied["created"], applied
-
-
-def mosquitto_pub(port: int, topic: str, *args: str, lines: str | None = None) -> None:
-    if shutil.which("mosquitto_pub") is None:
-        pytest.fail("mosquitto_pub is missing: apt-get install mosquitto-clients")
-    subprocess.run(  # noqa: S603 - the Mosquitto client against our own server
-        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, *args],
-        check=True,
-        timeout=60,
-        input=lines,
-        text=lines is not None,
-    )
-
-
-def objects(data: Path, bucket: str) -> list[dict[str, Any]]:
-    found = cli(data, "buckets", "ls", bucket)
-    return list(found["Contents"]) if found else []
+from tests.e2e.example_support import (
+    FAST,
+    bodies,
+    install,
+    mosquitto_pub,
+    objects,
+    until,
+)
+from tests.thingcore.test_cli import ServeProcess
 
 
 def test_upload_to_thumbnail(tmp_path: Path) -> None:
@@ -186,15 +145,8 @@ def test_scheduled_watchdog(tmp_path: Path) -> None:
     with ServeProcess(data, tmp_path, **FAST) as server:
         mosquitto_pub(server.port, "devices/pump-1/heartbeat", "-m", "{}")
 
-        def silent() -> list[dict[str, Any]]:
-            done = run_cli(
-                *("queues", "peek", "silent-devices", "--json", "--data-dir", str(data)),
-                cwd=tmp_path,
-            )
-            if "no queue named silent-devices" in done.stderr:
-                return []
-            assert done.returncode == 0, done.stderr
-            return [json.loads(m["body"]) for m in json.loads(done.stdout)]
+        def silent() -> list[Any]:
+            return bodies(data, "silent-devices")
 
         def fires() -> int:
             log = data / "functions" / "logs" / "watchdog.log"
